@@ -1,0 +1,50 @@
+// lazymm/config.hpp: compile-time switches. Every switch has a default here and nowhere else.
+#pragma once
+
+// ThreadSanitizer detection (GCC defines __SANITIZE_THREAD__, Clang has __has_feature).
+#if defined(__SANITIZE_THREAD__)
+#define LAZYMM_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LAZYMM_TSAN 1
+#endif
+#endif
+#ifndef LAZYMM_TSAN
+#define LAZYMM_TSAN 0
+#endif
+
+// LAZYMM_CHECKED: verify at free that no executor slot holds the context, poison freed
+// headers, check executor ownership and reference liveness. Default: on unless NDEBUG.
+#ifndef LAZYMM_CHECKED
+#ifdef NDEBUG
+#define LAZYMM_CHECKED 0
+#else
+#define LAZYMM_CHECKED 1
+#endif
+#endif
+
+// LAZYMM_NO_MEMBARRIER=1: never issue the membarrier syscall (the membarrier backend falls
+// back to fences). The environment variable of the same name does this at run time.
+#ifndef LAZYMM_NO_MEMBARRIER
+#define LAZYMM_NO_MEMBARRIER 0
+#endif
+
+// LAZYMM_REQUIRE_MEMBARRIER=1: a membarrier backend that cannot register aborts instead of
+// falling back to fences.
+#ifndef LAZYMM_REQUIRE_MEMBARRIER
+#define LAZYMM_REQUIRE_MEMBARRIER 0
+#endif
+
+// LAZYMM_TEST_SEAMS=1: compile the test seams (pause points inside the protocol, a fake
+// membarrier syscall). Tests only: it adds a load and a branch to every switch.
+#ifndef LAZYMM_TEST_SEAMS
+#define LAZYMM_TEST_SEAMS 0
+#endif
+
+// Under TSan use a stronger order, so that TSan (which ignores standalone fences) still sees
+// the edge; `o` is the order the protocol needs on real hardware.
+#if LAZYMM_TSAN
+#define LAZYMM_TSAN_ORDER(o) std::memory_order_seq_cst
+#else
+#define LAZYMM_TSAN_ORDER(o) (o)
+#endif

@@ -164,12 +164,13 @@ class domain_base {
   // non-blocking tail of a switch already in progress (S3).
   void shootdown(context* x) noexcept {
     rounds_.fetch_add(1, std::memory_order_relaxed);
+#if defined(LAZYMM_MUTANT_STEAL_AFTER_BARRIER)
+    heavy_barrier(mech_);
+#endif
     small_vector<executor_record*, 16> stolen;
     for (auto* r = head_.load(std::memory_order_acquire); r; r = r->next) {
-#if !defined(LAZYMM_MUTANT_DETACH_EARLY_SKIPPED)
       // (10) acquire: pairs with (11). A record seen free was switched to default first.
       if (!r->in_use.load(std::memory_order_acquire)) continue;
-#endif
       // (6) acquire: if this reads the owner's (4) or a later value, the owner's hooks on x
       // happen before our teardown/free, and the owner cannot read x again (no owning ref).
       context* cur = r->slot.load(std::memory_order_acquire);
@@ -189,7 +190,7 @@ class domain_base {
     // Full fence
     // (7) heavy barrier. Matches A ((1) then (2)) in every executor's switch: an owner whose
     // load (3) read x before our steal has its odd seq (1) visible to the loads in (8).
-#if !defined(LAZYMM_MUTANT_NO_HEAVY_BARRIER)
+#if !defined(LAZYMM_MUTANT_NO_HEAVY_BARRIER) && !defined(LAZYMM_MUTANT_STEAL_AFTER_BARRIER)
     heavy_barrier(mech_);
 #endif
     barriers_.fetch_add(1, std::memory_order_relaxed);

@@ -1,0 +1,165 @@
+// Shared test support: the policy x backend matrix for typed suites, a counting context type,
+// and pause points that force interleavings through the LAZYMM_TEST_SEAMS hooks.
+#pragma once
+
+#include <lazymm/lazymm.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace lazymm_test {
+
+template <class P, class B>
+struct combo {
+  using policy = P;
+  using backend = B;
+  using domain = lazymm::domain<P, B>;
+};
+
+using all_combos = ::testing::Types<combo<lazymm::refcount, lazymm::fence_backend>,
+                                    combo<lazymm::refcount, lazymm::membarrier_backend>,
+                                    combo<lazymm::explicit_shootdown, lazymm::fence_backend>,
+                                    combo<lazymm::explicit_shootdown, lazymm::membarrier_backend>,
+                                    combo<lazymm::implicit_shootdown, lazymm::fence_backend>,
+                                    combo<lazymm::implicit_shootdown, lazymm::membarrier_backend>>;
+
+struct combo_names {
+  template <class C>
+  static std::string GetName(int) {
+    return std::string(C::policy::name) + "_" + C::backend::name;
+  }
+};
+
+// Everything that happens to counted contexts, in order, from any thread.
+struct event_log {
+  enum kind { activate, deactivate, teardown, evict, free };
+  struct event {
+    kind k;
+    int ctx;
+    std::uint32_t exec;
+  };
+  std::mutex m;
+  std::vector<event> events;
+  void add(kind k, int ctx, std::uint32_t exec = ~0u) {
+    std::lock_guard g(m);
+    events.push_back({k, ctx, exec});
+  }
+  int count(kind k, int ctx) {
+    std::lock_guard g(m);
+    int n = 0;
+    for (auto& e : events) n += e.k == k && e.ctx == ctx;
+    return n;
+  }
+  // Index of the first event of kind k for ctx, or -1.
+  int index(kind k, int ctx) {
+    std::lock_guard g(m);
+    for (std::size_t i = 0; i < events.size(); ++i)
+      if (events[i].k == k && events[i].ctx == ctx) return static_cast<int>(i);
+    return -1;
+  }
+  std::vector<event> of(kind k, int ctx) {
+    std::lock_guard g(m);
+    std::vector<event> r;
+    for (auto& e : events)
+      if (e.k == k && e.ctx == ctx) r.push_back(e);
+    return r;
+  }
+};
+
+// A context that records every hook in a log and carries a canary that teardown and free
+// poison, so a use after free is visible even without ASan.
+struct counted : lazymm::context {
+  static constexpr std::uint64_t alive = 0xa11ce0a11ce0a11cull;
+  counted(event_log& l, int id) : log(&l), id(id) {}
+  event_log* log;
+  int id;
+  std::uint64_t canary = alive;
+  void on_activate(lazymm::executor_id e) noexcept { use(event_log::activate, e); }
+  void on_deactivate(lazymm::executor_id e) noexcept { use(event_log::deactivate, e); }
+  void on_teardown() noexcept {
+    EXPECT_EQ(canary, alive);
+    log->add(event_log::teardown, id);
+  }
+  void on_evict(lazymm::executor_id e) noexcept { log->add(event_log::evict, id, e.value); }
+  static void on_free(counted* c) noexcept {
+    c->log->add(event_log::free, c->id);
+    c->canary = 0xdeadull;
+    delete c;
+  }
+
+ private:
+  void use(event_log::kind k, lazymm::executor_id e) noexcept {
+    EXPECT_EQ(canary, alive) << "hook on a dead context " << id;
+    log->add(k, id, e.value);
+  }
+};
+
+// Pauses the first thread that reaches `point` as executor `exec` (any executor if ~0u) until
+// resume(). One at a time per process; the destructor removes the hook and releases the thread.
+class pause_at {
+ public:
+  pause_at(lazymm::test_point p, std::uint32_t exec = ~0u) : point_(p), exec_(exec) {
+    current().store(this);
+    lazymm::detail::seams::on_point.store(&trampoline);
+  }
+  ~pause_at() {
+    resume();
+    lazymm::detail::seams::on_point.store(nullptr);
+    current().store(nullptr);
+  }
+  pause_at(const pause_at&) = delete;
+  pause_at& operator=(const pause_at&) = delete;
+
+  // Waits (up to 10 s) until a thread is paused at the point.
+  bool wait_reached() {
+    std::unique_lock g(m_);
+    return cv_.wait_for(g, std::chrono::seconds(10), [&] { return reached_; });
+  }
+  void resume() {
+    std::lock_guard g(m_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  static std::atomic<pause_at*>& current() {
+    static std::atomic<pause_at*> c{nullptr};
+    return c;
+  }
+  static void trampoline(lazymm::test_point p, std::uint32_t exec) {
+    if (pause_at* self = current().load()) self->hit(p, exec);
+  }
+  void hit(lazymm::test_point p, std::uint32_t exec) {
+    if (p != point_ || (exec_ != ~0u && exec != exec_)) return;
+    std::unique_lock g(m_);
+    if (reached_) return;  // only the first arrival pauses
+    reached_ = true;
+    cv_.notify_all();
+    cv_.wait(g, [&] { return released_; });
+  }
+  lazymm::test_point point_;
+  std::uint32_t exec_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool reached_ = false;
+  bool released_ = false;
+};
+
+// A thread that runs f attached as an executor of d; the executor lives for the thread's body.
+template <class Domain>
+auto executor_thread(Domain& d, auto f) {
+  return std::thread([&d, f]() mutable {
+    auto ex = d.attach();
+    f(ex);
+  });
+}
+
+}  // namespace lazymm_test

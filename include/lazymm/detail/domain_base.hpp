@@ -210,6 +210,7 @@ class domain_base {
       }
     }
 #endif
+    // (9) Nothing holds or touches x now: report the steals; the caller tears down / frees.
     for (std::size_t i = 0; i < stolen.size(); ++i) {
       steals_.fetch_add(1, std::memory_order_relaxed);
       if (x->ops_->evict) x->ops_->evict(x, executor_id{stolen[i]->id});

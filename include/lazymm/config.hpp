@@ -29,8 +29,8 @@
 #define LAZYMM_NO_MEMBARRIER 0
 #endif
 
-// LAZYMM_REQUIRE_MEMBARRIER=1: a membarrier backend that cannot register aborts instead of
-// falling back to fences.
+// LAZYMM_REQUIRE_MEMBARRIER=1: a membarrier backend that tries to register and is refused aborts
+// instead of falling back to fences (TSan builds and non-Linux never try: they report fence).
 #ifndef LAZYMM_REQUIRE_MEMBARRIER
 #define LAZYMM_REQUIRE_MEMBARRIER 0
 #endif

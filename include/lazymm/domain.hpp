@@ -45,6 +45,7 @@ class domain final : public detail::domain_base {
 
  private:
   void owning_zero(context* x) noexcept override {
+    check_not_in_switch_hook(x);
 #if !defined(LAZYMM_MUTANT_IMPLICIT_NO_ROUND)
     if constexpr (Policy::round == round_at::owning_zero) shootdown(x);
 #endif
@@ -54,6 +55,7 @@ class domain final : public detail::domain_base {
   }
 
   void structural_zero(context* x) noexcept override {
+    check_not_in_switch_hook(x);
     if constexpr (Policy::round == round_at::structural_zero) shootdown(x);
     run_free(x);
   }

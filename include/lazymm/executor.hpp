@@ -147,8 +147,10 @@ class executor : private detail::executor_link {
     context* prev = rec->slot.load(LAZYMM_TSAN_ORDER(std::memory_order_relaxed));
     LAZYMM_TEST_POINT(switch_after_slot_read, rec->id);
     const executor_id me{rec->id};
+    in_hooks = true;
     if (prev != &dom->default_ && prev->ops_->deactivate) prev->ops_->deactivate(prev, me);
     if (next != &dom->default_ && next->ops_->activate) next->ops_->activate(next, me);
+    in_hooks = false;
     // (4) release: pairs with the reclaimer's acquire load / failed CAS (6): our hooks on prev
     // happen before its teardown and free.
 #if defined(LAZYMM_MUTANT_RELAXED_SLOT_STORE)

@@ -40,11 +40,12 @@ struct alignas(64) executor_record {
 };
 
 // What other code needs of an executor: found through the per-thread list, to catch double
-// attach, to skip waiting for the reclaimer's own executor, and for the refcount exit_mm case.
+// attach, to refuse final drops inside switch hooks, and for the refcount exit_mm case.
 struct executor_link {
   domain_base* dom = nullptr;
   executor_record* rec = nullptr;
-  bool lazy = false;  // owner-only
+  bool lazy = false;      // owner-only
+  bool in_hooks = false;  // owner-only: inside on_activate / on_deactivate
   executor_link* next_on_thread = nullptr;
   inline static thread_local executor_link* this_thread = nullptr;
 };
@@ -152,10 +153,14 @@ class domain_base {
   // any reclaimer that reads in_use == false at (10) and skips the record.
   static void release_record(executor_record* r) noexcept { r->in_use.store(false, std::memory_order_release); }
 
-  bool held_by_this_thread(const executor_record* r) const noexcept {
+  // A final drop inside an activate/deactivate hook would make this thread a reclaimer while
+  // its own executor is inside a switch (odd seq): two such threads wait for each other forever.
+  static void check_not_in_switch_hook(const context* x) noexcept {
     for (auto* l = executor_link::this_thread; l; l = l->next_on_thread)
-      if (l->rec == r) return true;
-    return false;
+      LAZYMM_CHECK(!l->in_hooks,
+                   "final drop of context %p inside an on_activate/on_deactivate hook of executor #%u: "
+                   "switch hooks must not drop the last reference to any context",
+                   static_cast<const void*>(x), l->rec->id);
   }
 
   // The shootdown round for x: steal x from every slot, one heavy barrier, wait for executors
@@ -200,7 +205,7 @@ class domain_base {
       // (8) acquire: pairs with the owner's release (5); once seq moves on, every access the
       // owner made to x in that switch happens before what we do next.
       const std::uint64_t s = r->seq.load(std::memory_order_acquire);
-      if (!(s & 1) || held_by_this_thread(r)) continue;  // our own switch is program-ordered
+      if (!(s & 1)) continue;  // not inside a switch (never our own: check_not_in_switch_hook)
       waits_.fetch_add(1, std::memory_order_relaxed);
       for (unsigned spins = 0; r->seq.load(std::memory_order_acquire) == s; ++spins) {
         if (spins < 1024)

@@ -8,7 +8,8 @@
 
 namespace lazymm {
 
-// Points inside the protocol where a test can pause a thread (lazymm/testing.hpp).
+// Points inside the protocol where a test can pause a thread (tests/support.hpp: pause_at).
+// Declared in every build; the points exist only with LAZYMM_TEST_SEAMS=1.
 enum class test_point : std::uint8_t {
   switch_before_slot_read,  // executor: seq is odd and the light barrier passed; slot not read
   switch_after_slot_read,   // executor: slot read into prev; hooks not yet run

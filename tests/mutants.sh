@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Mutation self-check: builds the library with one deliberate protocol defect at a time (the
+# LAZYMM_MUTANT_* macros in include/lazymm/) and shows which tests kill each mutant.
+#
+# Usage: tests/mutants.sh [--all-flavours] [--keep] [MUTANT...]
+#   MUTANT     e.g. NO_WAIT (default: every mutant). "none" builds the unmutated control.
+#   --all-flavours  build every mutant in both flavours (default: release for all, TSan too for
+#                   the memory-order mutants, which x86 hides at run time)
+#   --keep     keep the build directories (build/mutant-<flavour>-<MUTANT>)
+# Each build runs ctest (unit suite, its fault reruns, and the fixed-seed torture runs; no
+# examples, no consumer tests). Prints a table: mutant | flavour | verdict | killed by | how.
+# Exit status: 0 when every mutant is killed and every control passes, 1 otherwise.
+# Time: about 2-4 minutes per build on 2 cores.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+all_mutants=(NO_HEAVY_BARRIER NO_WAIT NO_STEAL STEAL_AFTER_BARRIER DETACH_EARLY RELAXED_SLOT_STORE
+             RELAXED_SEQ_STORE IMPLICIT_NO_ROUND NO_LIGHT_FENCE)
+# Defects in memory ordering: on x86 only TSan (or weak hardware, or the spin model) sees them.
+memory_order_mutants=" NO_HEAVY_BARRIER STEAL_AFTER_BARRIER RELAXED_SLOT_STORE RELAXED_SEQ_STORE NO_LIGHT_FENCE "
+
+all_flavours=0
+keep=0
+mutants=()
+for a in "$@"; do
+  case $a in
+    --all-flavours) all_flavours=1 ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) mutants+=("$a") ;;
+  esac
+done
+[ ${#mutants[@]} -gt 0 ] || mutants=(none "${all_mutants[@]}")
+
+export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:report_signal_unsafe=0
+export GTEST_DEATH_TEST_STYLE=threadsafe
+unset LAZYMM_NO_MEMBARRIER
+
+preset_of() { case $1 in release) echo gcc-release ;; tsan) echo gcc-tsan ;; esac; }
+flags_of() { case $1 in release) echo "" ;; tsan) echo "-O1 -g -fsanitize=thread" ;; esac; }
+
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
+# Summarises a ctest log: failing tests (typed-test parameters folded) and the first message
+# that says how they failed.
+summarise() {
+  python3 - "$1" <<'PY'
+import re, sys, collections
+log = open(sys.argv[1], errors="replace").read()
+failed = re.findall(r"^\s*\d+ - (\S+) \(([^)]*)\)", log.split("The following tests FAILED:")[-1], re.M) \
+    if "The following tests FAILED:" in log else []
+groups = collections.OrderedDict()
+for name, why in failed:
+    # suite/param.test -> suite.test
+    m = re.match(r"([^/]+)/[^.]+\.(.+)$", name)
+    key = f"{m.group(1)}.{m.group(2)}" if m else name
+    groups.setdefault(key, []).append(why)
+parts = []
+for k, whys in groups.items():
+    parts.append(k + (f" (x{len(whys)})" if len(whys) > 1 else ""))
+tests = "; ".join(parts[:4]) + (f"; ... {len(parts) - 4} more" if len(parts) > 4 else "")
+how = ""
+for pat in [r"torture: FAIL: [^\n]*", r"lazymm: [^\n]*", r"WARNING: ThreadSanitizer: [^\n(]*",
+            r"ERROR: AddressSanitizer: [^\n]*", r"runtime error: [^\n]*", r"\n[^\n]*Failure\n[^\n]*\n[^\n]*",
+            r"Timeout"]:
+    m = re.search(pat, log)
+    if m:
+        how = " ".join(m.group(0).split())[:160]
+        break
+print(f"{len(failed)}\t{tests}\t{how}")
+PY
+}
+
+for m in "${mutants[@]}"; do
+  flavours=(release)
+  if [ $all_flavours = 1 ] || [ "$m" = none ] || [[ $memory_order_mutants == *" $m "* ]]; then flavours=(release tsan); fi
+  for f in "${flavours[@]}"; do
+    dir=build/mutant-$f-$m
+    define=""; [ "$m" = none ] || define="-DLAZYMM_MUTANT_$m"
+    echo "=== mutant $m ($f): $dir" >&2
+    if ! cmake --preset "$(preset_of $f)" -B "$dir" -DLAZYMM_BUILD_EXAMPLES=OFF \
+           "-DCMAKE_CXX_FLAGS=$(flags_of $f) $define" >"$dir.configure.log" 2>&1 ||
+       ! cmake --build "$dir" -j2 --target lazymm_unit lazymm_torture >"$dir.build.log" 2>&1; then
+      printf '%s\t%s\tBUILD FAILED\t-\tsee %s.build.log\n' "$m" "$f" "$dir" >>"$results"
+      continue
+    fi
+    ctest --test-dir "$dir" -j2 --timeout 180 -E '^consumer\.' --output-on-failure >"$dir.ctest.log" 2>&1
+    IFS=$'\t' read -r nfail tests how < <(summarise "$dir.ctest.log")
+    if [ "$m" = none ]; then
+      verdict=$([ "$nfail" = 0 ] && echo "control: passes" || echo "CONTROL FAILS")
+    else
+      verdict=$([ "$nfail" = 0 ] && echo "SURVIVES" || echo "killed ($nfail tests)")
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$m" "$f" "$verdict" "${tests:--}" "${how:--}" >>"$results"
+    [ $keep = 1 ] || rm -rf "$dir"
+  done
+done
+
+echo
+echo "| mutant | flavour | verdict | killed by | how |"
+echo "| --- | --- | --- | --- | --- |"
+awk -F'\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$results"
+
+# Exit 1 if a control failed or a mutant survived every flavour it was built in.
+python3 - "$results" <<'PY'
+import sys, collections
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+killed = collections.defaultdict(bool)
+bad = False
+for m, f, verdict, *_ in rows:
+    if m == "none":
+        bad |= verdict != "control: passes"
+    else:
+        killed[m] |= verdict.startswith("killed")
+survivors = [m for m, k in killed.items() if not k]
+if survivors:
+    print("\nsurvivors (killed in no flavour):", " ".join(survivors))
+sys.exit(1 if bad or survivors else 0)
+PY

@@ -1,8 +1,6 @@
 // Lifecycle: teardown and free run exactly once and in order (S2) for every mix of owning,
 // structural and lazy references; the exit_mm case; a final drop never waits for a blocked
 // lazy holder (S3). Typed over every policy x backend.
-#include "support.hpp"
-
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -11,6 +9,8 @@
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#include "support.hpp"
 
 using namespace lazymm_test;
 using namespace std::chrono_literals;
@@ -188,7 +188,7 @@ TYPED_TEST(lifecycle, teardown_and_free_run_once_in_order_for_a_mix_of_reference
     });
     // w2: a task of a with its own owning reference, then a task of b, then lazy on b.
     w2.run([&](auto& ex) {
-      auto mine = a;
+      auto mine = a;  // NOLINT(performance-unnecessary-copy-initialization): the copy is the point
       EXPECT_EQ(a->owning_count(), 2);
       ex.switch_to(mine);
       ex.switch_to(b);
@@ -280,10 +280,11 @@ TYPED_TEST(lifecycle, try_upgrade_succeeds_while_owners_exist_and_fails_forever_
   std::atomic<int> started{0};
   std::atomic<int> succeeded{0};
   std::vector<std::thread> ts;
+  ts.reserve(threads);
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&] {
       auto ex = d.attach();
-      auto mine = s;  // this thread's own structural ref
+      auto mine = s;  // NOLINT(performance-unnecessary-copy-initialization): this thread's own ref
       started.fetch_add(1);
       bool failed = false;
       for (int i = 0; i < iterations; ++i) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -161,5 +162,70 @@ auto executor_thread(Domain& d, auto f) {
     f(ex);
   });
 }
+
+// A thread attached as an executor of a domain that runs jobs handed to it by run(), one at a
+// time, and otherwise sits blocked on a condition variable: an idle (possibly lazy) holder.
+template <class Domain>
+class worker {
+ public:
+  using executor_type = typename Domain::executor_type;
+
+  explicit worker(Domain& d) : thread_([this, &d] { body(d); }) {
+    std::unique_lock g(m_);
+    cv_.wait(g, [&] { return attached_; });
+  }
+  ~worker() { detach(); }
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+
+  // Runs f(executor) on the worker's thread and returns when it is done.
+  void run(std::function<void(executor_type&)> f) {
+    std::unique_lock g(m_);
+    job_ = std::move(f);
+    cv_.notify_all();
+    cv_.wait(g, [&] { return !job_; });
+  }
+  // What the worker's executor has loaded (for comparison only).
+  const lazymm::context* loaded() {
+    const lazymm::context* r = nullptr;
+    run([&](executor_type& ex) { r = ex.loaded(); });
+    return r;
+  }
+  lazymm::executor_id id() const { return id_; }
+  // Ends the thread; its executor detaches.
+  void detach() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard g(m_);
+      quit_ = true;
+      cv_.notify_all();
+    }
+    thread_.join();
+  }
+
+ private:
+  void body(Domain& d) {
+    auto ex = d.attach();
+    std::unique_lock g(m_);
+    id_ = ex.id();
+    attached_ = true;
+    cv_.notify_all();
+    for (;;) {
+      cv_.wait(g, [&] { return quit_ || job_; });
+      if (!job_) return;  // g unlocks before ex detaches
+      job_(ex);
+      job_ = nullptr;
+      cv_.notify_all();
+    }
+  }
+
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::function<void(executor_type&)> job_;
+  bool attached_ = false;
+  bool quit_ = false;
+  lazymm::executor_id id_;
+  std::thread thread_;  // last: starts after the other members exist
+};
 
 }  // namespace lazymm_test

@@ -47,9 +47,10 @@ class executor : private detail::executor_link {
 #endif
   }
 
-  // Loads the context of `r` to run a task of it. `r` must stay alive for the whole call; the
-  // caller keeps an owning reference for as long as the task runs, or drops it from this thread
-  // (the exit_mm case, safe under every policy). Switching to what is loaded does nothing.
+  // Loads the context of `r` to run a task of it. `r` must stay alive for the whole call. Until
+  // the executor goes lazy or switches away, some owning reference must stay alive, unless the
+  // LAST one is dropped on this thread (the exit_mm case, safe under every policy). Switching to
+  // what is loaded does nothing.
   template <class T>
   void switch_to(const owning_ref<T>& r) noexcept {
     check_owner("switch_to");

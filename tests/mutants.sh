@@ -6,6 +6,7 @@
 #   MUTANT     e.g. NO_WAIT (default: every mutant). "none" builds the unmutated control.
 #   --all-flavours  build every mutant in both flavours (default: release for all, TSan too for
 #                   the memory-order mutants, which x86 hides at run time)
+#   --release-only  build every mutant in the release flavour only (quicker; no TSan builds)
 #   --keep     keep the build directories (build/mutant-<flavour>-<MUTANT>)
 # Each build runs ctest (unit suite, its fault reruns, and the fixed-seed torture runs; no
 # examples, no consumer tests). Prints a table: mutant | flavour | verdict | killed by | how.
@@ -21,13 +22,15 @@ all_mutants=(NO_HEAVY_BARRIER NO_WAIT NO_STEAL STEAL_AFTER_BARRIER DETACH_EARLY 
 memory_order_mutants=" NO_HEAVY_BARRIER STEAL_AFTER_BARRIER RELAXED_SLOT_STORE RELAXED_SEQ_STORE NO_LIGHT_FENCE "
 
 all_flavours=0
+release_only=0
 keep=0
 mutants=()
 for a in "$@"; do
   case $a in
     --all-flavours) all_flavours=1 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --release-only) release_only=1 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) mutants+=("$a") ;;
   esac
 done
@@ -78,6 +81,7 @@ PY
 for m in "${mutants[@]}"; do
   flavours=(release)
   if [ $all_flavours = 1 ] || [ "$m" = none ] || [[ $memory_order_mutants == *" $m "* ]]; then flavours=(release tsan); fi
+  [ $release_only = 0 ] || flavours=(release)
   for f in "${flavours[@]}"; do
     dir=build/mutant-$f-$m
     define=""; [ "$m" = none ] || define="-DLAZYMM_MUTANT_$m"

@@ -96,7 +96,7 @@ class domain_base {
     constexpr auto r = std::memory_order_relaxed;
     return {created_.load(r), freed_.load(r), rounds_.load(r), barriers_.load(r), steals_.load(r), waits_.load(r)};
   }
-  std::int64_t live_contexts() const noexcept { return created_.load() - freed_.load(); }
+  std::int64_t live_contexts() const noexcept { return static_cast<std::int64_t>(created_.load() - freed_.load()); }
   std::size_t attached_executors() const noexcept {
     std::size_t n = 0;
     for (auto* r = head_.load(std::memory_order_acquire); r; r = r->next) n += r->in_use.load(std::memory_order_acquire);

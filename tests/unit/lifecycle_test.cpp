@@ -18,27 +18,6 @@ using namespace std::chrono_literals;
 namespace {
 
 
-// The history every context must have: exactly one teardown, then exactly one free, no activate
-// after the teardown and no hook at all after the free.
-void expect_clean_history(event_log& log, int ctx) {
-  std::lock_guard g(log.m);
-  int teardowns = 0, frees = 0;
-  for (std::size_t i = 0; i < log.events.size(); ++i) {
-    const auto& e = log.events[i];
-    if (e.ctx != ctx) continue;
-    EXPECT_EQ(frees, 0) << "context " << ctx << ": hook " << e.k << " at event " << i << " after its free";
-    if (e.k == event_log::activate) {
-      EXPECT_EQ(teardowns, 0) << "context " << ctx << ": activated after its teardown";
-    }
-    if (e.k == event_log::teardown) ++teardowns;
-    if (e.k == event_log::free) {
-      EXPECT_EQ(teardowns, 1) << "context " << ctx << ": freed before its teardown";
-      ++frees;
-    }
-  }
-  EXPECT_EQ(teardowns, 1) << "context " << ctx;
-  EXPECT_EQ(frees, 1) << "context " << ctx;
-}
 
 std::vector<std::uint32_t> evicted_executors(event_log& log, int ctx) {
   std::vector<std::uint32_t> r;

@@ -62,7 +62,7 @@ class context {
   context(const context&) = delete;
   context& operator=(const context&) = delete;
 
-  // Approximate counts, for diagnostics and tests only (relaxed reads).
+  // Approximate counts, for diagnostics and tests only (relaxed: a snapshot that orders nothing).
   std::int64_t owning_count() const noexcept { return users_.load(std::memory_order_relaxed); }
   std::int64_t structural_count() const noexcept { return count_.load(std::memory_order_relaxed); }
 
@@ -205,6 +205,7 @@ struct ops_for {
 // Owning reference (mmget / mmput).
 struct owning_kind {
   static void acquire(context* c) noexcept {
+    // Checked mode only; relaxed: the caller's reference orders it after the make / before the teardown.
     LAZYMM_DCHECK(c->state_.load(std::memory_order_relaxed) == detail::state_live,
                   "owning reference copied from context %p after its teardown or free", static_cast<void*>(c));
     // Relaxed: the copy is made from a reference that already keeps the count above zero.
@@ -216,6 +217,7 @@ struct owning_kind {
 // Structural reference (mmgrab / mmdrop).
 struct structural_kind {
   static void acquire(context* c) noexcept {
+    // Checked mode only; relaxed: as above.
     LAZYMM_DCHECK(c->state_.load(std::memory_order_relaxed) != detail::state_freed,
                   "structural reference copied from freed context %p", static_cast<void*>(c));
     // Relaxed: made from a reference that already keeps the count above zero.

@@ -56,6 +56,7 @@ class executor : private detail::executor_link {
     check_owner("switch_to");
     LAZYMM_CHECK(r, "executor #%u: switch_to with an empty owning_ref (released, reset or moved from)", rec->id);
     context* next = r.get();
+    // Checked mode only; relaxed: `r` orders these reads after the context's make.
     LAZYMM_DCHECK(next->state_.load(std::memory_order_relaxed) == detail::state_live &&
                       next->users_.load(std::memory_order_relaxed) > 0,
                   "executor #%u: switch_to a dead context %p", rec->id, static_cast<void*>(next));
@@ -86,6 +87,7 @@ class executor : private detail::executor_link {
 
   // What the slot holds now, for comparison only. Never dereference it: a lazily held context
   // may be stolen and freed at any moment under the shootdown policies.
+  // Relaxed: a value to compare, never to dereference; it orders nothing.
   const context* loaded() const noexcept { return rec->slot.load(std::memory_order_relaxed); }
   bool is_lazy() const noexcept { return lazy; }
   executor_id id() const noexcept { return executor_id{rec->id}; }

@@ -93,7 +93,7 @@ class domain_base {
   const std::string& mechanism_reason() const noexcept { return reason_; }
 
   domain_stats stats() const noexcept {
-    constexpr auto r = std::memory_order_relaxed;
+    constexpr auto r = std::memory_order_relaxed;  // statistics: a snapshot that orders nothing
     return {created_.load(r), freed_.load(r), rounds_.load(r), barriers_.load(r), steals_.load(r), waits_.load(r)};
   }
   std::int64_t live_contexts() const noexcept { return static_cast<std::int64_t>(created_.load() - freed_.load()); }
@@ -135,11 +135,14 @@ class domain_base {
       bool busy = false;
       // acquire: pairs with the release in release_record(); the previous owner's switches
       // happen before the new owner's.
+      // Relaxed pre-check only filters; the CAS below is the acquire.
       if (!r->in_use.load(std::memory_order_relaxed) &&
           r->in_use.compare_exchange_strong(busy, true, std::memory_order_acquire))
         return r;
     }
     auto* r = new executor_record;
+    // Relaxed: the record is private until the release CAS below publishes it; ids need only be
+    // distinct (fetch_add is atomic), not ordered.
     r->slot.store(&default_, std::memory_order_relaxed);
     r->id = next_id_.fetch_add(1, std::memory_order_relaxed);
     r->next = head_.load(std::memory_order_relaxed);
@@ -168,7 +171,7 @@ class domain_base {
   // can appear. Never blocks on anything an executor holds: it waits only for the short,
   // non-blocking tail of a switch already in progress (S3).
   void shootdown(context* x) noexcept {
-    rounds_.fetch_add(1, std::memory_order_relaxed);
+    rounds_.fetch_add(1, std::memory_order_relaxed);  // statistics, here and below: order nothing
 #if defined(LAZYMM_MUTANT_STEAL_AFTER_BARRIER)
     heavy_barrier(mech_);
 #endif
@@ -227,6 +230,7 @@ class domain_base {
   // before the teardown, exactly as exit_mm() does mmgrab_lazy_tlb() before mmput().
   void convert_active_to_lazy_on_this_thread(context* x) noexcept {
     for (auto* l = executor_link::this_thread; l; l = l->next_on_thread)
+      // Relaxed: our own executor's slot, which only this thread writes under refcount.
       if (l->dom == this && !l->lazy && l->rec->slot.load(std::memory_order_relaxed) == x) {
         l->lazy = true;
         x->count_.fetch_add(1, std::memory_order_relaxed);  // from the owners' reference: > 0
@@ -235,6 +239,7 @@ class domain_base {
 
   static void run_teardown(context* x) noexcept {
 #if LAZYMM_CHECKED
+    // Relaxed: the acquire of the last owning drop orders this after every owner's accesses.
     const auto was = x->state_.exchange(state_torn_down, std::memory_order_relaxed);
     LAZYMM_CHECK(was == state_live, "double teardown of context %p (%.*s)", static_cast<void*>(x),
                  static_cast<int>(x->ops_->type_name.size()), x->ops_->type_name.data());
@@ -254,6 +259,7 @@ class domain_base {
   void run_free(context* x) noexcept {
 #if LAZYMM_CHECKED
     verify_not_held(x);
+    // Relaxed: the acquire of the last structural drop orders these after every holder's use.
     // Poison: a later use of this header (through a stale pointer into memory the deleter did
     // not give back) is caught by the state checks.
     const auto was = x->state_.exchange(state_freed, std::memory_order_relaxed);
@@ -283,6 +289,7 @@ class domain_base {
 };
 
 inline void release_owning(context* c) noexcept {
+  // Checked mode only; relaxed: our own reference orders it after the make.
   LAZYMM_DCHECK(c->state_.load(std::memory_order_relaxed) == state_live,
                 "owning reference dropped on context %p after its teardown: double teardown", static_cast<void*>(c));
   // acq_rel: release publishes this owner's writes to the contents; acquire, on the last drop,
@@ -293,6 +300,7 @@ inline void release_owning(context* c) noexcept {
 }
 
 inline void release_structural(context* c) noexcept {
+  // Checked mode only; relaxed: as above.
   LAZYMM_DCHECK(c->state_.load(std::memory_order_relaxed) != state_freed,
                 "structural reference dropped on freed context %p: double free", static_cast<void*>(c));
   // acq_rel: as above, for the free.

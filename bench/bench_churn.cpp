@@ -64,10 +64,7 @@ struct churn_bench {
   }
 
   static void run(benchmark::State& st) {
-    if (std::is_same_v<B, lazymm::membarrier_backend> && dom->mechanism() != lazymm::mechanism::membarrier) {
-      st.SkipWithError(dom->mechanism_reason().c_str());
-      return;
-    }
+    if (!backend_in_force<B>(st, *dom)) return;
     const bool reporter = st.thread_index() == 0;
     std::chrono::steady_clock::time_point t0;
     std::uint64_t sw0 = 0;

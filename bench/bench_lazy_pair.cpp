@@ -44,10 +44,7 @@ struct lazymm_pair {
     dom = nullptr;
   }
   static void run(benchmark::State& st) {
-    if (std::is_same_v<B, lazymm::membarrier_backend> && dom->mechanism() != lazymm::mechanism::membarrier) {
-      st.SkipWithError(dom->mechanism_reason().c_str());
-      return;
-    }
+    if (!backend_in_force<B>(st, *dom)) return;
     auto ex = dom->attach();
     const auto task = shared;  // this worker's owning reference to C (one RMW, before timing)
     std::uint64_t acc = 0;

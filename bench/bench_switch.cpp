@@ -30,10 +30,7 @@ struct lazymm_switch {
     dom = nullptr;
   }
   static void run(benchmark::State& st) {
-    if (std::is_same_v<B, lazymm::membarrier_backend> && dom->mechanism() != lazymm::mechanism::membarrier) {
-      st.SkipWithError(dom->mechanism_reason().c_str());
-      return;
-    }
+    if (!backend_in_force<B>(st, *dom)) return;
     const auto k = static_cast<std::size_t>(st.range(0));
     std::vector<lazymm::owning_ref<bench_ctx>> ctxs;  // declared first: outlives the executor
     ctxs.reserve(k);

@@ -12,6 +12,7 @@
 #include <lazymm/lazymm.hpp>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 #if defined(__linux__)
 #include <linux/membarrier.h>
@@ -20,6 +21,17 @@
 #endif
 
 namespace bench {
+
+// A membarrier-backend benchmark on a domain that fell back to fences would measure the wrong
+// thing: skip it, with the domain's reason.
+template <class B, class D>
+bool backend_in_force(benchmark::State& st, const D& dom) {
+  if (std::is_same_v<B, lazymm::membarrier_backend> && dom.mechanism() != lazymm::mechanism::membarrier) {
+    st.SkipWithError(dom.mechanism_reason().c_str());
+    return false;
+  }
+  return true;
+}
 
 // What a task reads from its context. Every variant (lazymm and peers) runs the same work on the
 // same shape of object, so the comparison isolates the cost of keeping the reference valid.

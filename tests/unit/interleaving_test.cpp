@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <set>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -122,6 +123,29 @@ class interleaving_base : public ::testing::Test {
     EXPECT_EQ(log.count(event_log::free, 1), 0) << "refcount: freed while a lazy hold is counted";
   }
 
+  // Pauses the holder at `point` inside its last step, makes the final drop of x meanwhile and
+  // checks that it waits (shootdown) or returns without a free (refcount), runs `while_paused`,
+  // then resumes the holder and joins both threads.
+  void drop_while_paused(domain& d, lazymm::owning_ref<counted>& x, std::thread& holder, lazymm::test_point point,
+                         const std::function<void()>& while_paused = [] {}) {
+    std::thread dropper;
+    {
+      pause_at p(point, holder_id.value);
+      go.open();
+      EXPECT_TRUE(p.wait_reached());
+      dropper = start_drop(x);
+      if constexpr (steals)
+        expect_drop_waits(d);
+      else
+        expect_drop_returns_without_free();
+      while_paused();
+      p.resume();
+      EXPECT_TRUE(finished.wait());
+      holder.join();
+    }
+    dropper.join();
+  }
+
   lazymm::executor_id holder_id;
   const lazymm::context* loaded_after = nullptr;
   gate ready, go, dropped, finished;
@@ -149,22 +173,9 @@ TYPED_TEST(interleaving, a_final_drop_waits_for_an_executor_paused_after_reading
   auto y = d.template make<counted>(this->log, 2);
   auto holder = this->start_holder(d, x, y, false);
   EXPECT_TRUE(this->ready.wait());
-  std::thread dropper;
-  {
-    pause_at p(lazymm::test_point::switch_after_slot_read, this->holder_id.value);
-    this->go.open();
-    EXPECT_TRUE(p.wait_reached());
-    dropper = this->start_drop(x);
-    if constexpr (TestFixture::steals)
-      this->expect_drop_waits(d);
-    else
-      this->expect_drop_returns_without_free();
+  this->drop_while_paused(d, x, holder, lazymm::test_point::switch_after_slot_read, [&] {
     EXPECT_FALSE(this->finished.is_open());
-    p.resume();
-    EXPECT_TRUE(this->finished.wait());
-    holder.join();
-  }
-  dropper.join();
+  });
   EXPECT_TRUE(this->dropped.is_open());
   auto& log = this->log;
   EXPECT_EQ(this->loaded_after, y.get());
@@ -190,21 +201,7 @@ TYPED_TEST(interleaving, a_final_drop_steals_from_an_executor_paused_before_read
   auto y = d.template make<counted>(this->log, 2);
   auto holder = this->start_holder(d, x, y, false);
   EXPECT_TRUE(this->ready.wait());
-  std::thread dropper;
-  {
-    pause_at p(lazymm::test_point::switch_before_slot_read, this->holder_id.value);
-    this->go.open();
-    EXPECT_TRUE(p.wait_reached());
-    dropper = this->start_drop(x);
-    if constexpr (TestFixture::steals)
-      this->expect_drop_waits(d);
-    else
-      this->expect_drop_returns_without_free();
-    p.resume();
-    EXPECT_TRUE(this->finished.wait());
-    holder.join();
-  }
-  dropper.join();
+  this->drop_while_paused(d, x, holder, lazymm::test_point::switch_before_slot_read);
   auto& log = this->log;
   EXPECT_EQ(this->loaded_after, y.get());
   EXPECT_EQ(log.count(event_log::activate, 2), 1);
@@ -234,22 +231,9 @@ TYPED_TEST(interleaving, a_final_drop_waits_for_an_executor_paused_in_its_detach
   lazymm::owning_ref<counted> none;
   auto holder = this->start_holder(d, x, none, true);
   EXPECT_TRUE(this->ready.wait());
-  std::thread dropper;
-  {
-    pause_at p(lazymm::test_point::switch_before_slot_read, this->holder_id.value);
-    this->go.open();
-    EXPECT_TRUE(p.wait_reached());
-    dropper = this->start_drop(x);
-    if constexpr (TestFixture::steals)
-      this->expect_drop_waits(d);
-    else
-      this->expect_drop_returns_without_free();
+  this->drop_while_paused(d, x, holder, lazymm::test_point::switch_before_slot_read, [&] {
     EXPECT_EQ(d.attached_executors(), 1u);
-    p.resume();
-    EXPECT_TRUE(this->finished.wait());
-    holder.join();
-  }
-  dropper.join();
+  });
   auto& log = this->log;
   EXPECT_EQ(d.attached_executors(), 0u);
   if constexpr (TestFixture::steals) {
@@ -270,21 +254,7 @@ TYPED_TEST(interleaving, a_final_drop_waits_for_an_executor_paused_in_its_detach
   lazymm::owning_ref<counted> none;
   auto holder = this->start_holder(d, x, none, true);
   EXPECT_TRUE(this->ready.wait());
-  std::thread dropper;
-  {
-    pause_at p(lazymm::test_point::switch_after_slot_read, this->holder_id.value);
-    this->go.open();
-    EXPECT_TRUE(p.wait_reached());
-    dropper = this->start_drop(x);
-    if constexpr (TestFixture::steals)
-      this->expect_drop_waits(d);
-    else
-      this->expect_drop_returns_without_free();
-    p.resume();
-    EXPECT_TRUE(this->finished.wait());
-    holder.join();
-  }
-  dropper.join();
+  this->drop_while_paused(d, x, holder, lazymm::test_point::switch_after_slot_read);
   auto& log = this->log;
   EXPECT_EQ(d.attached_executors(), 0u);
   EXPECT_EQ(log.count(event_log::deactivate, 1), 1);

@@ -12,22 +12,38 @@
 // membarrier makes every running thread of the process pass a full barrier before it returns,
 // and a thread that is not running passes one at its next context switch; so the executor's
 // compiler barrier is upgraded to a full fence exactly when the reclaimer needs it.
+//
+// Pairings (edge numbers of detail/protocol.hpp):
+//   A  executor (1) odd seq, (2) light     with  (6') steal, (7) heavy, (8) seq load    [S1]
+//   B  executor (5) even seq, (12) waiters  with  waiters++, heavy, seq load (blocking wait)
+// Under GenMC (LAZYMM_GENMC) both barriers are seq_cst fences: the membarrier backend is checked
+// under its contract, not as the syscall.
 #pragma once
 
 #include <lazymm/config.hpp>
 #include <lazymm/detail/diag.hpp>
+#include <lazymm/detail/protocol.hpp>
 #include <lazymm/detail/seams.hpp>
 
 #include <atomic>
+#include <cstdint>
+#include <type_traits>
+
+#if !LAZYMM_GENMC
 #include <cerrno>
+#include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-
+#include <thread>
 #if defined(__linux__)
+#include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+#endif
 #endif
 
 namespace lazymm {
@@ -37,15 +53,16 @@ struct fence_backend {
   static constexpr const char* name = "fence";
 };
 
-// Linux membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED). Registered when the domain is created;
-// if the kernel refuses (ENOSYS, EPERM, EINVAL), the domain falls back to fences and says why
-// (domain::mechanism_reason()), unless LAZYMM_REQUIRE_MEMBARRIER makes that fatal.
+// Linux membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED). Registered and probed once when the
+// domain is created; if the kernel refuses any step (ENOSYS, EPERM, EINVAL), the domain falls
+// back to fences and says why (domain::mechanism_reason()), unless LAZYMM_REQUIRE_MEMBARRIER
+// makes that fatal.
 struct membarrier_backend {
   static constexpr const char* name = "membarrier";
 };
 
-// TSan models neither membarrier nor standalone fences; the fence backend plus the stronger
-// orders of LAZYMM_TSAN_ORDER gives it edges it can follow.
+// TSan models neither membarrier nor standalone fences: TSan builds use fences, and TSan then
+// checks the release/acquire half of the protocol (the fence half is GenMC's, tests/model/).
 #if LAZYMM_TSAN || !defined(__linux__)
 using default_backend = fence_backend;
 #else
@@ -64,8 +81,8 @@ namespace detail {
 // Compiler barrier that does not trip GCC's -Wtsan.
 inline void compiler_barrier() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
-// Full fence. GCC warns (-Wtsan) that TSan ignores it; the protocol gives TSan its edges
-// through LAZYMM_TSAN_ORDER instead, so the warning is silenced here only.
+// Full fence. GCC warns (-Wtsan) that TSan ignores it; TSan relies on the release/acquire
+// edges instead (the fence pairings are checked by GenMC), so the warning is silenced here only.
 inline void full_fence() noexcept {
 #if defined(__GNUC__) && !defined(__clang__) && LAZYMM_TSAN
 #pragma GCC diagnostic push
@@ -77,6 +94,36 @@ inline void full_fence() noexcept {
 #endif
 }
 
+inline void cpu_pause() noexcept {
+#if LAZYMM_GENMC
+#elif defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+#if LAZYMM_GENMC
+// (GenMC cannot follow a two-word struct returned by value: the reason follows from mech.)
+using reason_text = const char*;
+struct mechanism_choice {
+  mechanism mech;
+  reason_text reason() const noexcept {
+    return mech == mechanism::fence ? "fence backend selected"
+                                    : "GenMC: membarrier checked under its contract (both barriers seq_cst fences)";
+  }
+};
+template <class B>
+mechanism_choice choose_mechanism() {
+  return {std::is_same_v<B, fence_backend> ? mechanism::fence : mechanism::membarrier};
+}
+#else
+using reason_text = std::string;
+struct mechanism_choice {
+  mechanism mech;
+  reason_text reason;
+};
+
 #if defined(__linux__)
 inline long sys_membarrier(int cmd, unsigned flags) noexcept {
 #if LAZYMM_TEST_SEAMS
@@ -85,11 +132,6 @@ inline long sys_membarrier(int cmd, unsigned flags) noexcept {
   return ::syscall(__NR_membarrier, cmd, flags, 0);
 }
 #endif
-
-struct mechanism_choice {
-  mechanism mech;
-  std::string reason;
-};
 
 inline mechanism_choice refused(const char* step, int err) {
   std::string why = std::string("membarrier refused at ") + step + ": " +
@@ -101,7 +143,9 @@ inline mechanism_choice refused(const char* step, int err) {
   return {mechanism::fence, why + "; falling back to fences"};
 }
 
-// Decides the mechanism for a domain with backend B (registers membarrier if it is used).
+// Decides the mechanism for a domain with backend B: registers membarrier and issues one
+// barrier command, so that a sandbox that allows registration but refuses the command itself
+// is found here and not at the first round.
 template <class B>
 mechanism_choice choose_mechanism() {
   if constexpr (std::is_same_v<B, fence_backend>) {
@@ -131,31 +175,94 @@ mechanism_choice choose_mechanism() {
     // before workers start. Later registrations return at once.
     if (sys_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) < 0)
       return refused("MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED", errno);
+    // The probe: the command every round will issue.
+    if (sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) < 0)
+      return refused("MEMBARRIER_CMD_PRIVATE_EXPEDITED", errno);
     return {mechanism::membarrier, "membarrier MEMBARRIER_CMD_PRIVATE_EXPEDITED registered"};
 #endif
   }
 }
 
-// Light barrier, executor side: see the table at the top of this file.
-inline void light_barrier(mechanism m) noexcept {
-  if (m == mechanism::membarrier)
-    compiler_barrier();
-  else
-    full_fence();
+// Blocking on a record's seq word: a futex on Linux, a short sleep elsewhere. Timed, so that a
+// wake missed on the fence mechanism (see B) costs at most one period.
+inline void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t value) noexcept {
+#if defined(__linux__)
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  const timespec period{0, 1000 * 1000};  // 1 ms
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, value, &period, nullptr, 0);
+#else
+  (void)word;
+  (void)value;
+  std::this_thread::sleep_for(std::chrono::microseconds(100));
+#endif
 }
 
-// Heavy barrier, reclaimer side.
-inline void heavy_barrier(mechanism m) noexcept {
+inline void wake_all(std::atomic<std::uint32_t>& word) noexcept {
 #if defined(__linux__)
-  if (m == mechanism::membarrier) {
-    const long r = sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
-    LAZYMM_CHECK(r == 0, "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration: %s",
-                 std::strerror(errno));
-    return;
-  }
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#else
+  (void)word;
 #endif
-  full_fence();
 }
+#endif  // !LAZYMM_GENMC
+
+// The barriers and the wait of a domain with backend B, as protocol.hpp calls them.
+template <class B>
+struct barriers {
+  mechanism mech;
+
+  // (2) executor side. The fence backend knows its fence at compile time.
+  void light() const noexcept {
+    if constexpr (std::is_same_v<B, fence_backend> || LAZYMM_GENMC)
+      full_fence();
+    else if (mech == mechanism::membarrier)
+      compiler_barrier();
+    else
+      full_fence();
+  }
+
+  // (7) reclaimer side.
+  void heavy() const noexcept {
+#if !LAZYMM_GENMC && defined(__linux__)
+    if (mech == mechanism::membarrier) {
+      const long r = sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+      LAZYMM_CHECK(r == 0, "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after a successful probe: %s",
+                   std::strerror(errno));
+      return;
+    }
+#endif
+    full_fence();
+  }
+
+  // (8) Returns once r.seq != s, read by an acquire load. Spins a little (a switch is a few
+  // hooks long), then sleeps on the futex: a sleeping reclaimer leaves the CPU to an owner that
+  // was preempted mid-switch, whatever the two threads' priorities.
+  void wait(executor_record& r, std::uint32_t s) const noexcept {
+#if LAZYMM_GENMC
+    while (r.seq.load(std::memory_order_acquire) == s) {
+    }
+#else
+    for (int spins = 0; spins < 256; ++spins) {
+      if (r.seq.load(std::memory_order_acquire) != s) return;
+      cpu_pause();
+    }
+    // B: announce ourselves, then a heavy barrier (Matches B in the owner's (12)): the owner
+    // either sees waiters != 0 after its (5) and wakes us, or we see its (5) below.
+    r.waiters.fetch_add(1, std::memory_order_seq_cst);
+    heavy();
+    while (r.seq.load(std::memory_order_acquire) == s) sleep_on(r.seq, s);
+    // Relaxed: only a hint for the owner's (12); a stale non-zero costs one spare wake.
+    r.waiters.fetch_sub(1, std::memory_order_relaxed);
+#endif
+  }
+
+  // (12) owner side, only when a reclaimer announced itself.
+  void wake([[maybe_unused]] executor_record& r) const noexcept {
+#if !LAZYMM_GENMC
+    wake_all(r.seq);
+#endif
+  }
+};
 
 }  // namespace detail
 }  // namespace lazymm

@@ -41,10 +41,13 @@
 #define LAZYMM_TEST_SEAMS 0
 #endif
 
-// Under TSan use a stronger order, so that TSan (which ignores standalone fences) still sees
-// the edge; `o` is the order the protocol needs on real hardware.
-#if LAZYMM_TSAN
-#define LAZYMM_TSAN_ORDER(o) std::memory_order_seq_cst
-#else
-#define LAZYMM_TSAN_ORDER(o) (o)
+// LAZYMM_GENMC=1: the build that the GenMC model checker compiles (tests/model/). It replaces
+// only what GenMC cannot compile or run: the membarrier syscall (both barriers become seq_cst
+// fences: the backend's contract), the futex sleep (a plain acquire spin), std::string (the
+// mechanism reason), std::thread::id (owner checks use pthread_self), the pause instruction,
+// the over-aligned record padding and the printing in fatal errors (an assert). The atomics,
+// their orders, the fences and the control flow of the switch, the round, the references and
+// the registry are the same code in both builds. Never set it in a real build.
+#ifndef LAZYMM_GENMC
+#define LAZYMM_GENMC 0
 #endif

@@ -20,10 +20,13 @@
 
 namespace lazymm {
 
-// Names an executor in hooks and messages. Ids are small and dense per domain; a detached
-// executor's id may be reused by a later attach.
+// Names an executor in hooks and messages. `value` is small and dense per domain; a detached
+// executor's value may be reused by a later attach, which then has a higher `generation`: the
+// pair names one attach, so an on_evict that runs after the holder detached and its record was
+// reused still names the holder.
 struct executor_id {
   std::uint32_t value = ~0u;
+  std::uint32_t generation = 0;
   friend constexpr auto operator<=>(executor_id, executor_id) = default;
 };
 
@@ -32,11 +35,12 @@ namespace detail {
 class domain_base;
 
 // Type-erased hooks of one context type; a null entry means "the type has no such hook".
+// (Ids go by reference inside lazymm: GenMC cannot follow a two-word struct passed by value.)
 struct context_ops {
-  void (*activate)(context*, executor_id) noexcept;
-  void (*deactivate)(context*, executor_id) noexcept;
+  void (*activate)(context*, const executor_id&) noexcept;
+  void (*deactivate)(context*, const executor_id&) noexcept;
   void (*teardown)(context*) noexcept;
-  void (*evict)(context*, executor_id) noexcept;
+  void (*evict)(context*, const executor_id&) noexcept;
   void (*free)(context*) noexcept;  // never null: defaults to `delete`
   std::string_view type_name;
 };
@@ -170,16 +174,16 @@ void check_context_type() {
 template <class T>
 struct ops_for {
   // Each body is discarded when T lacks the hook; the table then holds nullptr for it.
-  static void activate(context* c, executor_id e) noexcept {
+  static void activate(context* c, const executor_id& e) noexcept {
     if constexpr (has_on_activate<T>) static_cast<T*>(c)->on_activate(e);
   }
-  static void deactivate(context* c, executor_id e) noexcept {
+  static void deactivate(context* c, const executor_id& e) noexcept {
     if constexpr (has_on_deactivate<T>) static_cast<T*>(c)->on_deactivate(e);
   }
   static void teardown(context* c) noexcept {
     if constexpr (has_on_teardown<T>) static_cast<T*>(c)->on_teardown();
   }
-  static void evict(context* c, executor_id e) noexcept {
+  static void evict(context* c, const executor_id& e) noexcept {
     if constexpr (has_on_evict<T>) static_cast<T*>(c)->on_evict(e);
   }
   static void free(context* c) noexcept {
@@ -231,7 +235,7 @@ struct structural_kind {
 template <class T, class Kind>
 class ref {
  public:
-  ref() noexcept = default;
+  ref() noexcept {}  // user-provided: `ref r{}` is not a zero-fill (GenMC cannot follow a memset)
   ref(const ref& o) noexcept : p_(o.p_) {
     if (p_) Kind::acquire(p_);
   }
@@ -284,11 +288,15 @@ class ref {
   {
     if (!p_) return {};
     auto& users = static_cast<context*>(p_)->users_;
+    // Relaxed: a first guess for the CAS; the structural reference we hold keeps the header
+    // valid while we try.
     std::int64_t n = users.load(std::memory_order_relaxed);
-    // Relaxed: success only makes another owner of contents that are already alive; the
-    // structural reference we hold keeps the header valid while we try.
+    // acquire on success: pairs with the release of every earlier owner's drop (the counter's
+    // RMWs form one release sequence), so the new owner sees what earlier owners wrote, as
+    // mmget_not_zero and weak_ptr::lock give. Relaxed on failure: we only retry or give up.
     while (n > 0)
-      if (users.compare_exchange_weak(n, n + 1, std::memory_order_relaxed)) return owning_ref<T>::adopt(p_);
+      if (users.compare_exchange_weak(n, n + 1, std::memory_order_acquire, std::memory_order_relaxed))
+        return owning_ref<T>::adopt(p_);
     return {};
   }
 

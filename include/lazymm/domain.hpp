@@ -47,16 +47,15 @@ class domain final : public detail::domain_base {
   void owning_zero(context* x) noexcept override {
     check_not_in_switch_hook(x);
 #if !defined(LAZYMM_MUTANT_IMPLICIT_NO_ROUND)
-    if constexpr (Policy::round == round_at::owning_zero) shootdown(x);
+    if constexpr (Policy::round == round_at::owning_zero) shootdown<Backend>(x);
 #endif
-    if constexpr (Policy::counts_lazy_holds) convert_active_to_lazy_on_this_thread(x);
     run_teardown(x);
     detail::release_structural(x);  // the owners' structural reference
   }
 
   void structural_zero(context* x) noexcept override {
     check_not_in_switch_hook(x);
-    if constexpr (Policy::round == round_at::structural_zero) shootdown(x);
+    if constexpr (Policy::round == round_at::structural_zero) shootdown<Backend>(x);
     run_free(x);
   }
 };

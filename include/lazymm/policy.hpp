@@ -6,11 +6,13 @@ namespace lazymm {
 // When a policy runs its shootdown round (steal + heavy barrier + wait).
 enum class round_at { never, owning_zero, structural_zero };
 
-// MMU_LAZY_TLB_REFCOUNT. Going lazy takes a structural reference on the loaded context and
-// leaving the lazy state drops it. No steal, no barrier. Costs: an atomic RMW on the context's
-// shared count line on every lazy transition, which bounces between executors sharing it.
+// MMU_LAZY_TLB_REFCOUNT, with the count on the slot: a real switch takes a structural reference
+// on the context it loads and drops the one on the context it leaves, so a slot (lazy or not)
+// always keeps its context's memory alive, whoever drops the last owning reference and when.
+// No steal, no barrier, and the lazy pair does no RMW. Costs: two atomic RMWs on two contexts'
+// count lines per real switch (docs/benchmarks.md).
 struct refcount {
-  static constexpr bool counts_lazy_holds = true;
+  static constexpr bool counts_slot_holds = true;
   static constexpr round_at round = round_at::never;
   static constexpr const char* name = "refcount";
 };
@@ -20,7 +22,7 @@ struct refcount {
 // heavy barrier, waits for executors caught inside a switch, then frees. Costs: one round per
 // freed context; lazy holders may keep a torn-down context loaded until the free.
 struct explicit_shootdown {
-  static constexpr bool counts_lazy_holds = false;
+  static constexpr bool counts_slot_holds = false;
   static constexpr round_at round = round_at::structural_zero;
   static constexpr const char* name = "explicit_shootdown";
 };
@@ -30,7 +32,7 @@ struct explicit_shootdown {
 // then runs with no executor holding the context, and the free needs no round of its own
 // (checked mode verifies that). Costs: one round per context, at teardown.
 struct implicit_shootdown {
-  static constexpr bool counts_lazy_holds = false;
+  static constexpr bool counts_slot_holds = false;
   static constexpr round_at round = round_at::owning_zero;
   static constexpr const char* name = "implicit_shootdown";
 };

@@ -33,7 +33,7 @@ class lifecycle : public ::testing::Test {
  protected:
   using domain = typename C::domain;
   using policy = typename C::policy;
-  static constexpr bool counts_lazy = policy::counts_lazy_holds;
+  static constexpr bool counts_slot = policy::counts_slot_holds;
   static constexpr bool steals = policy::round != lazymm::round_at::never;
 };
 TYPED_TEST_SUITE(lifecycle, all_combos, combo_names);
@@ -141,7 +141,7 @@ TYPED_TEST(lifecycle, teardown_and_free_run_once_in_order_for_a_mix_of_reference
     EXPECT_EQ(log.count(event_log::free, 1), 0);
 
     sa.reset();  // the last structural ref: shootdown policies free here
-    if constexpr (TestFixture::counts_lazy) {
+    if constexpr (TestFixture::counts_slot) {
       EXPECT_EQ(log.count(event_log::free, 1), 0) << "w3 still holds a lazily";
       w3.run([&](auto& ex) { ex.switch_to_default(); });
     }
@@ -168,7 +168,7 @@ TYPED_TEST(lifecycle, teardown_and_free_run_once_in_order_for_a_mix_of_reference
     EXPECT_FALSE(sb.try_upgrade());
     EXPECT_EQ(log.count(event_log::free, 2), 0);
     sb.reset();
-    if constexpr (TestFixture::counts_lazy) {
+    if constexpr (TestFixture::counts_slot) {
       EXPECT_EQ(log.count(event_log::free, 2), 0);
       w1.run([&](auto& ex) { ex.switch_to_default(); });
       w2.run([&](auto& ex) { ex.switch_to_default(); });
@@ -248,7 +248,7 @@ TYPED_TEST(lifecycle, a_task_dropping_the_last_owner_while_its_context_is_loaded
       x.reset();  // the last owner; x is loaded and not lazy
     }
     EXPECT_EQ(log.count(event_log::teardown, 1), 1);
-    if constexpr (TestFixture::counts_lazy) {
+    if constexpr (TestFixture::counts_slot) {
       // The running task's hold became a counted lazy one: freed when the executor leaves it.
       EXPECT_EQ(log.count(event_log::free, 1), 0);
       EXPECT_EQ(ex.loaded(), xp);
@@ -271,7 +271,7 @@ TYPED_TEST(lifecycle, a_task_dropping_the_last_owner_while_its_context_is_loaded
     EXPECT_EQ(ex.loaded(), y.get());
     EXPECT_EQ(log.count(event_log::activate, 2), 1);
     expect_clean_history(log, 1);
-    if constexpr (TestFixture::counts_lazy) {
+    if constexpr (TestFixture::counts_slot) {
       EXPECT_LT(log.index(event_log::deactivate, 1), log.index(event_log::free, 1));
     } else {
       EXPECT_EQ(log.count(event_log::deactivate, 1), 0) << "a stolen context is never deactivated";
@@ -317,10 +317,10 @@ TYPED_TEST(lifecycle, exit_mm_on_one_executor_with_lazy_holders_on_others) {
   w3.run([&, mine = std::move(x)](auto& ex) mutable {
     ex.switch_to(mine);
     mine.reset();  // exit_mm
-    EXPECT_EQ(ex.loaded(), TestFixture::counts_lazy ? xp : d.default_context());
+    EXPECT_EQ(ex.loaded(), TestFixture::counts_slot ? xp : d.default_context());
   });
   EXPECT_EQ(log.count(event_log::teardown, 1), 1);
-  if constexpr (TestFixture::counts_lazy) {
+  if constexpr (TestFixture::counts_slot) {
     EXPECT_EQ(log.count(event_log::free, 1), 0);
     w1.run([&](auto& ex) { ex.switch_to_default(); });
     w3.run([&](auto& ex) { ex.switch_to_default(); });
@@ -391,7 +391,7 @@ TYPED_TEST(lifecycle, final_drop_completes_while_the_only_lazy_holder_is_blocked
   holder.join();
 
   EXPECT_EQ(teardowns_at_return, 1);
-  if constexpr (TestFixture::counts_lazy) {
+  if constexpr (TestFixture::counts_slot) {
     EXPECT_EQ(frees_at_return, 0) << "refcount: the lazy hold keeps the memory";
     EXPECT_EQ(frees_at_wake, 0);
     EXPECT_EQ(loaded_at_wake, xp);

@@ -3,12 +3,25 @@
 
 #include <lazymm/config.hpp>
 
+#include <string_view>
+
+#if LAZYMM_GENMC
+#include <assert.h>
+#else
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
-#include <string_view>
+#endif
 
 namespace lazymm::detail {
+
+#if LAZYMM_GENMC
+// Under GenMC a failed check is an assertion violation, which the model checker reports.
+[[noreturn]] inline void fail(const char*, ...) noexcept {
+  assert(!"lazymm: check failed");
+  __builtin_unreachable();
+}
+#else
 
 // Prints "lazymm: <message>" to stderr and aborts. Misuse of lazymm is never recoverable:
 // the state it would leave behind is a use-after-free waiting to happen.
@@ -22,6 +35,7 @@ namespace lazymm::detail {
   std::fflush(stderr);
   std::abort();
 }
+#endif
 
 // The name of T, for messages, without RTTI.
 template <class T>

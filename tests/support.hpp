@@ -176,6 +176,41 @@ class pause_at {
   bool released_ = false;
 };
 
+// A one-shot event: one thread opens it, others wait for it (with a generous bound, so that a
+// broken library fails the test instead of hanging it).
+class gate {
+ public:
+  void open() {
+    std::lock_guard g(m_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  bool wait() {
+    std::unique_lock g(m_);
+    return cv_.wait_for(g, std::chrono::seconds(10), [&] { return open_; });
+  }
+  bool is_open() {
+    std::lock_guard g(m_);
+    return open_;
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// Polls pred until it holds (true) or 10 s pass (false).
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return true;
+}
+
 // A thread that runs f attached as an executor of d; the executor lives for the thread's body.
 template <class Domain>
 auto executor_thread(Domain& d, auto f) {

@@ -256,10 +256,16 @@ struct barriers {
 #endif
   }
 
-  // (12) owner side, only when a reclaimer announced itself.
-  void wake([[maybe_unused]] executor_record& r) const noexcept {
+  // (12) B, owner side, after (5). Relaxed: the compiler barrier keeps (5) before this load,
+  // and a reclaimer that blocks issues a heavy barrier between its waiters increment and its seq
+  // check (Matches B), so one of the two sees the other; on the fence mechanism they may cross,
+  // and the reclaimer's timed sleep bounds the cost. Absent under GenMC, whose wait never blocks:
+  // GenMC would model the compiler barrier as a real fence and check a stronger switch.
+  void wake_blocked([[maybe_unused]] executor_record& r) const noexcept {
 #if !LAZYMM_GENMC
-    wake_all(r.seq);
+    compiler_barrier();
+    if (r.waiters.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      wake_all(r.seq);
 #endif
   }
 };

@@ -19,41 +19,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A one-shot event: one thread opens it, others wait for it (with a generous bound, so that a
-// broken library fails the test instead of hanging it).
-class gate {
- public:
-  void open() {
-    std::lock_guard g(m_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  bool wait() {
-    std::unique_lock g(m_);
-    return cv_.wait_for(g, 10s, [&] { return open_; });
-  }
-  bool is_open() {
-    std::lock_guard g(m_);
-    return open_;
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
-
-// Polls pred until it holds (true) or 10 s pass (false).
-template <class Pred>
-bool eventually(Pred pred) {
-  const auto until = std::chrono::steady_clock::now() + 10s;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
-
 // How long a drop that must wait is given to (wrongly) complete before we look. Only a broken
 // library can make the check after it fail, so the length cannot cause a false failure.
 constexpr auto grace = 20ms;

@@ -113,7 +113,7 @@ class registry {
 // (otherwise (1), (2), (5) and (12) are not needed: nobody waits on seq).
 //
 // Barriers provides light() (2), heavy() (7), wait(r, s) (8: returns once r.seq != s, by an
-// acquire load) and wake(r) (12). See backend.hpp for the contract.
+// acquire load) and wake_blocked(r) (12). See backend.hpp for the contract.
 template <bool Steals, class Barriers, class Hooks>
 context* switch_slot(executor_record& r, std::uint32_t& seq, context* next, const Barriers& b,
                      Hooks&& hooks) noexcept {
@@ -153,13 +153,8 @@ context* switch_slot(executor_record& r, std::uint32_t& seq, context* next, cons
     r.seq.store(s + 1, std::memory_order_release);
 #endif
     seq = s + 1;
-    // (12) B: a reclaimer that blocked in (8) sleeps until woken. Relaxed: the compiler barrier
-    // keeps (5) before this load, and a blocking reclaimer issues a heavy barrier between its
-    // waiters increment and its seq check (Matches B), so one of the two sees the other (on
-    // the fence mechanism a crossing is possible and the reclaimer's timed sleep bounds it).
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (r.waiters.load(std::memory_order_relaxed) != 0) [[unlikely]]
-      b.wake(r);
+    // (12) B: wake a reclaimer that blocked in (8), if any (backend.hpp).
+    b.wake_blocked(r);
   }
   return prev;
 }
@@ -244,7 +239,11 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
     // before this round), and not a newer one (a newer (13) read here would make the previous
     // owner's detach -- its slot store of default, then (11) -- happen before our CAS, which
     // would then fail). GenMC found the relaxed version naming the next attach (record_reuse).
+#if defined(LAZYMM_MUTANT_RELAXED_GENERATION)
+    const std::uint32_t gen = r->generation.load(std::memory_order_relaxed);
+#else
     const std::uint32_t gen = r->generation.load(std::memory_order_acquire);
+#endif
 #if !defined(LAZYMM_MUTANT_NO_STEAL)
     // (6') steal: seq_cst CAS. A failure reads the owner's (4) or later: same as (6).
     if (!r->slot.compare_exchange_strong(cur, dflt, std::memory_order_seq_cst)) continue;

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The model layer: every GenMC harness in tests/model/ x every policy x the memory models.
+# Usage: tests/model/run.sh [--models "rc11 imm"] [--policies "..."] [--until-killed] [-j N]
+#                           [HARNESS...] [-- extra clang flags, e.g. -DLAZYMM_MUTANT_NO_WAIT]
+#   --until-killed  for a mutant: stop at the first run in which GenMC reports an error (a race,
+#                   a use of freed memory, an assertion) and name it. Exit 0 if one did, 1 if
+#                   the mutant survived every run, 2 if a run failed otherwise (e.g. compiling).
+# Prints one line per run (executions explored, time) and a summary; exit 0 when every run
+# found no error. GENMC: GenMC's `run` wrapper (default ../shared/tools/genmc/run).
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+models="rc11 imm"
+policies="refcount explicit_shootdown implicit_shootdown"
+until_killed=0
+jobs=2
+harnesses=()
+extra=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --models) models=$2; shift 2 ;;
+    --policies) policies=$2; shift 2 ;;
+    --until-killed) until_killed=1; shift ;;
+    -j) jobs=$2; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) harnesses+=("$1"); shift ;;
+  esac
+done
+# Quickest first, so that --until-killed stops early.
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(detach_lazy switch_then_reset record_reuse switch_chain try_upgrade exit_mm
+                                          two_reclaimers)
+runs=()
+for h in "${harnesses[@]}"; do
+  for m in $models; do
+    for p in $policies; do runs+=("$h $p $m"); done
+  done
+done
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+start=$(date +%s)
+failed=0
+i=0
+for run in "${runs[@]}"; do
+  set -- $run
+  ( "$here/run_one.sh" "$here/$1.cpp" "$2" membarrier_backend "$3" "${extra[@]}" >"$out/$i.log" 2>&1
+    echo $? >"$out/$i.rc" ) &
+  i=$((i + 1))
+  # Keep at most $jobs runs going; report finished ones in order.
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  if [ $until_killed = 1 ] && grep -qv '^0$' "$out"/*.rc 2>/dev/null; then break; fi
+done
+wait
+for ((k = 0; k < i; k++)); do
+  rc=$(cat "$out/$k.rc" 2>/dev/null || echo 1)
+  if [ "$rc" = 0 ]; then
+    tail -n 1 "$out/$k.log"
+  else
+    failed=$((failed + 1))
+    if [ $until_killed = 1 ]; then
+      if verdict=$(grep -m1 -E "^Error: |^Assertion violation" "$out/$k.log"); then
+        echo "killed by: ${runs[$k]}: $verdict"
+        exit 0
+      fi
+      tail -n 20 "$out/$k.log"
+      echo "model: ${runs[$k]} failed without a GenMC verdict"
+      exit 2
+    fi
+    grep -v -E '^\s*\(|^[^ ]*: \[' "$out/$k.log" | tail -n 25
+  fi
+done
+echo "model: ${#runs[@]} runs, $failed failed, $(( $(date +%s) - start )) s"
+if [ $until_killed = 1 ]; then echo "model: SURVIVES every run"; exit 1; fi
+[ $failed = 0 ]

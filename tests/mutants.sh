@@ -2,11 +2,15 @@
 # Mutation self-check: builds the library with one deliberate protocol defect at a time (the
 # LAZYMM_MUTANT_* macros in include/lazymm/) and shows which tests kill each mutant.
 #
-# Usage: tests/mutants.sh [--all-flavours] [--keep] [MUTANT...]
+# Usage: tests/mutants.sh [--all-flavours] [--release-only] [--model-only] [--keep] [MUTANT...]
 #   MUTANT     e.g. NO_WAIT (default: every mutant). "none" builds the unmutated control.
 #   --all-flavours  build every mutant in both flavours (default: release for all, TSan too for
 #                   the memory-order mutants, which x86 hides at run time)
 #   --release-only  build every mutant in the release flavour only (quicker; no TSan builds)
+#   --model-only    only the model flavour: the GenMC harnesses of tests/model/ under RC11
+#                   (no build; needs GenMC, see tests/model/run_one.sh)
+# Every mutant also gets the "model" flavour (tests/model/run.sh --until-killed) unless
+# --release-only is given.
 #   --keep     keep the build directories (build/mutant-<flavour>-<MUTANT>)
 # Each build runs ctest (unit suite, its fault reruns, and the fixed-seed torture runs; no
 # examples, no consumer tests). Prints a table: mutant | flavour | verdict | killed by | how.
@@ -17,12 +21,13 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 all_mutants=(NO_HEAVY_BARRIER NO_WAIT NO_STEAL STEAL_AFTER_BARRIER DETACH_EARLY RELAXED_SLOT_STORE
-             RELAXED_SEQ_STORE IMPLICIT_NO_ROUND NO_LIGHT_FENCE)
-# Defects in memory ordering: on x86 only TSan (or weak hardware, or the spin model) sees them.
-memory_order_mutants=" NO_HEAVY_BARRIER STEAL_AFTER_BARRIER RELAXED_SLOT_STORE RELAXED_SEQ_STORE NO_LIGHT_FENCE "
+             RELAXED_SEQ_STORE IMPLICIT_NO_ROUND NO_LIGHT_FENCE RELAXED_ODD_STORE RELAXED_GENERATION)
+# Defects in memory ordering: on x86 only TSan, weak hardware or the model checker sees them.
+memory_order_mutants=" NO_HEAVY_BARRIER STEAL_AFTER_BARRIER RELAXED_SLOT_STORE RELAXED_SEQ_STORE NO_LIGHT_FENCE RELAXED_ODD_STORE RELAXED_GENERATION "
 
 all_flavours=0
 release_only=0
+model_only=0
 keep=0
 mutants=()
 for a in "$@"; do
@@ -30,7 +35,8 @@ for a in "$@"; do
     --all-flavours) all_flavours=1 ;;
     --keep) keep=1 ;;
     --release-only) release_only=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --model-only) model_only=1 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) mutants+=("$a") ;;
   esac
 done
@@ -82,7 +88,26 @@ for m in "${mutants[@]}"; do
   flavours=(release)
   if [ $all_flavours = 1 ] || [ "$m" = none ] || [[ $memory_order_mutants == *" $m "* ]]; then flavours=(release tsan); fi
   [ $release_only = 0 ] || flavours=(release)
+  [ $release_only = 1 ] || flavours+=(model)
+  [ $model_only = 0 ] || flavours=(model)
   for f in "${flavours[@]}"; do
+    if [ "$f" = model ]; then
+      define=""; [ "$m" = none ] || define="-DLAZYMM_MUTANT_$m"
+      echo "=== mutant $m (model)" >&2
+      if [ "$m" = none ]; then
+        tests/model/run.sh --models rc11 >"build/mutant-model-none.log" 2>&1
+        verdict=$([ $? = 0 ] && echo "control: passes" || echo "CONTROL FAILS")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$m" model "$verdict" "every harness, RC11" "$(tail -n 1 build/mutant-model-none.log)" >>"$results"
+      else
+        line=$(tests/model/run.sh --models rc11 --until-killed -- "$define" 2>&1 | tail -n 1)
+        case $line in
+          "killed by: "*) rest=${line#killed by: }
+                          printf '%s\t%s\t%s\t%s\t%s\n' "$m" model "killed" "${rest%%: *}" "${rest#*: }" >>"$results" ;;
+          *) printf '%s\t%s\t%s\t%s\t%s\n' "$m" model "SURVIVES" - "$line" >>"$results" ;;
+        esac
+      fi
+      continue
+    fi
     dir=build/mutant-$f-$m
     define=""; [ "$m" = none ] || define="-DLAZYMM_MUTANT_$m"
     echo "=== mutant $m ($f): $dir" >&2

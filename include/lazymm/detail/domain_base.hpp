@@ -19,7 +19,7 @@ struct domain_stats {
   std::uint64_t contexts_created = 0;
   std::uint64_t contexts_freed = 0;
   std::uint64_t rounds = 0;          // shootdown rounds (one per final drop under shootdown)
-  std::uint64_t heavy_barriers = 0;  // rounds that stole something and so needed the barrier
+  std::uint64_t heavy_barriers = 0;  // barriers issued by rounds (one per chunk that stole from another thread)
   std::uint64_t steals = 0;          // slots taken away (= evict hook calls)
   std::uint64_t waits = 0;           // executors found inside a switch and waited for
 };

@@ -54,6 +54,7 @@ enum : std::uint32_t {
 
 void release_owning(context* c) noexcept;
 void release_structural(context* c) noexcept;
+struct retire_link;
 
 }  // namespace detail
 
@@ -91,7 +92,16 @@ class context {
   detail::domain_base* domain_ = nullptr;
   const detail::context_ops* ops_ = nullptr;
   std::atomic<std::uint32_t> state_{detail::state_live};  // read only in checked mode
+  context* retire_next_ = nullptr;  // batched policies: the retire queue's link (detail::retire_link)
+  friend struct detail::retire_link;
 };
+
+namespace detail {
+// The retire queue's link through the context header (detail/retire_queue.hpp).
+struct retire_link {
+  static context*& next(context* c) noexcept { return c->retire_next_; }
+};
+}  // namespace detail
 
 // ---- hooks --------------------------------------------------------------------------------
 // All optional, detected at compile time, and noexcept (a hook that throws would leave a switch

@@ -41,6 +41,7 @@
 // Under ThreadSanitizer the membarrier backend never calls membarrier, so fault runs exit 77
 // (skipped).
 #include <lazymm/lazymm.hpp>
+#include <lazymm/reclaimer.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -155,7 +156,8 @@ struct options {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "lazymm_torture: %s\n"
-               "usage: lazymm_torture [--policy refcount|explicit_shootdown|implicit_shootdown|all]\n"
+               "usage: lazymm_torture [--policy refcount|explicit_shootdown|implicit_shootdown|\n"
+               "                        batched_explicit_shootdown|batched_implicit_shootdown|all]\n"
                "                      [--backend fence|membarrier|all] [--seed N] [--seconds S]\n"
                "                      [--threads N] [--churn N] [--slots N] [--grace S] [--litmus [--jitter N]]\n"
                "                      [--fault none|seam-ENOSYS|seam-EPERM|seam-EINVAL|seam-EINVAL-query|\n"
@@ -882,7 +884,12 @@ int run_combo(const options& o) {
     }
     if (!mb_backend && mech != lazymm::mechanism::fence) die("fence backend reports mechanism %s", lazymm::to_string(mech));
 
-    t->run();
+    if constexpr (Policy::batches) {
+      lazymm::reclaimer<D> reclaims(t->domain());  // the optional helper thread
+      t->run();
+    } else {
+      t->run();
+    }
     ds = t->domain().stats();
     attached_after = t->domain().attached_executors();
     live_after = t->domain().live_contexts();
@@ -934,6 +941,13 @@ int run_combo(const options& o) {
   if (n.evictions != ds.steals) die("%llu evict hooks for %llu steals", U(n.evictions), U(ds.steals));
   if (st.refcount) {
     if (ds.rounds || ds.steals || ds.heavy_barriers) die("refcount ran a shootdown round");
+  } else if (Policy::batches) {
+    if (ds.reclaimed != n.freed || ds.rounds > ds.reclaimed || ds.backlog != 0)
+      die("batched: %llu reclaimed, %llu rounds, %llu still queued for %llu freed contexts", U(ds.reclaimed),
+          U(ds.rounds), U(ds.backlog), U(n.freed));
+    std::printf("  batched    %.1f contexts per round, peak backlog %llu\n",
+                ds.rounds ? static_cast<double>(ds.reclaimed) / static_cast<double>(ds.rounds) : 0.0,
+                U(ds.peak_backlog));
   } else if (ds.rounds != n.freed) {
     die("%llu shootdown rounds for %llu freed contexts: one each expected", U(ds.rounds), U(n.freed));
   }
@@ -1206,12 +1220,17 @@ int main(int argc, char** argv) {
   auto is = [&](const std::string& v, std::initializer_list<const char*> names) {
     return std::find(names.begin(), names.end(), v) != names.end();
   };
-  if (!is(o.policy, {"refcount", "explicit_shootdown", "explicit", "implicit_shootdown", "implicit", "all"}))
+  if (!is(o.policy, {"refcount", "explicit_shootdown", "explicit", "implicit_shootdown", "implicit",
+                     "batched_explicit_shootdown", "batched_implicit_shootdown", "all"}))
     usage("unknown --policy");
   if (!is(o.backend, {"fence", "membarrier", "all"})) usage("unknown --backend");
   int rc = 0;
   if (is(o.policy, {"refcount", "all"})) rc |= run_policy<lazymm::refcount>(o);
   if (is(o.policy, {"explicit_shootdown", "explicit", "all"})) rc |= run_policy<lazymm::explicit_shootdown>(o);
   if (is(o.policy, {"implicit_shootdown", "implicit", "all"})) rc |= run_policy<lazymm::implicit_shootdown>(o);
+  if (is(o.policy, {"batched_explicit_shootdown", "all"}))
+    rc |= run_policy<lazymm::batched<lazymm::explicit_shootdown>>(o);
+  if (is(o.policy, {"batched_implicit_shootdown", "all"}))
+    rc |= run_policy<lazymm::batched<lazymm::implicit_shootdown>>(o);
   return rc;
 }

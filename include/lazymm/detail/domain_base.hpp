@@ -22,6 +22,10 @@ struct domain_stats {
   std::uint64_t heavy_barriers = 0;  // barriers issued by rounds (one per chunk that stole from another thread)
   std::uint64_t steals = 0;          // slots taken away (= evict hook calls)
   std::uint64_t waits = 0;           // executors found inside a switch and waited for
+  // Batched policies only (zero otherwise):
+  std::uint64_t reclaimed = 0;       // contexts taken off the retire queue by reclaims
+  std::uint64_t backlog = 0;         // contexts queued now
+  std::uint64_t peak_backlog = 0;    // the most ever queued at once
 };
 
 namespace detail {
@@ -129,12 +133,12 @@ class domain_base {
     }
   };
 
-  // The shootdown round for x, with one evict hook per steal.
-  template <class Backend>
-  void shootdown(context* x) noexcept {
+  // The shootdown round for the victims (one context, or a batch), one evict hook per steal.
+  template <class Backend, class Victims>
+  void shootdown(const Victims& victims) noexcept {
     round_hooks hooks{this};
     round_result res;
-    detail::shootdown(registry_, one_context{x}, &default_, barriers<Backend>{mech_}, hooks, res);
+    detail::shootdown(registry_, victims, &default_, barriers<Backend>{mech_}, hooks, res);
     // Statistics: relaxed, they order nothing.
     rounds_.fetch_add(1, std::memory_order_relaxed);
     if (res.barriers) barriers_.fetch_add(res.barriers, std::memory_order_relaxed);

@@ -1,0 +1,145 @@
+// lazymm/detail/retire_queue.hpp: batched retirement for the shootdown policies (policy
+// batched<P>). A final drop pushes the context on a lock-free stack threaded through the context
+// headers (O(1), no syscall, no wait); reclaim() takes the whole stack and runs one round of
+// detail/protocol.hpp for up to batch_chunk contexts at a time: one registry walk, one heavy
+// barrier, one wait pass.
+#pragma once
+
+#include <lazymm/backend.hpp>
+#include <lazymm/config.hpp>
+#include <lazymm/detail/protocol.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#if !LAZYMM_GENMC
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#endif
+
+namespace lazymm {
+
+// Tuning of a batched domain (domain<batched<P>, B>(batch_options{...})).
+struct batch_options {
+  // Past this many queued contexts a final drop reclaims itself (back-pressure): the queue never
+  // holds more than backlog plus what is retired while that reclaim runs. At least 1.
+  std::size_t backlog = 4096;
+  // reclaim_if_due() reclaims at this many queued contexts; 0: max(64, 4 x registered executors).
+  std::size_t threshold = 0;
+  // reclaim_if_due() also reclaims when the oldest queued context has waited this long.
+  std::uint32_t max_age_us = 1000;
+};
+
+namespace detail {
+
+// How many contexts one batch round takes: the victims array lives on the reclaimer's stack.
+inline constexpr std::size_t batch_chunk = 256;
+
+// The victims of a batch round: a sorted array, searched per registry record.
+struct context_set {
+  context* const* v;
+  std::size_t n;
+  static std::uintptr_t key(const context* c) noexcept { return reinterpret_cast<std::uintptr_t>(c); }
+  bool contains(const context* c) const noexcept {
+    std::size_t lo = 0, hi = n;
+    const std::uintptr_t k = key(c);
+    while (lo < hi) {
+      const std::size_t mid = lo + (hi - lo) / 2;
+#if defined(LAZYMM_MUTANT_BATCH_MISSES_ONE)
+      if (mid == n - 1) return false;
+#endif
+      if (key(v[mid]) < k)
+        lo = mid + 1;
+      else if (key(v[mid]) > k)
+        hi = mid;
+      else
+        return true;
+    }
+    return false;
+  }
+};
+
+inline void sort_contexts(context** v, std::size_t n) noexcept {
+#if LAZYMM_GENMC
+  for (std::size_t i = 1; i < n; ++i)  // GenMC: no <algorithm>; a batch there is a few entries
+    for (std::size_t j = i; j > 0 && context_set::key(v[j]) < context_set::key(v[j - 1]); --j) {
+      context* t = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = t;
+    }
+#else
+  std::sort(v, v + n, [](const context* a, const context* b) { return context_set::key(a) < context_set::key(b); });
+#endif
+}
+
+inline std::int64_t monotonic_ns() noexcept {
+#if LAZYMM_GENMC
+  return 0;
+#else
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+#endif
+}
+
+// The queue. `next_of(c)` is the link field in the context header (context::retire_next_).
+template <class Link>
+class retire_queue {
+ public:
+  // Pushes x; returns the backlog including x. Lock-free: one CAS loop and one fetch_add.
+  std::size_t push(context* x) noexcept {
+    context* old = head_.load(std::memory_order_relaxed);
+    do {
+      Link::next(x) = old;
+      // release: pairs with the acquire in take_all(); the final drop's view of the context
+      // (every owner's writes, through the count's acq_rel) happens before its teardown or free.
+    } while (!head_.compare_exchange_weak(old, x, std::memory_order_release, std::memory_order_relaxed));
+    // Relaxed, here and below: the age and the counts are heuristics and statistics; the
+    // contexts themselves are handed over by the CAS above.
+    if (!old) oldest_ns_.store(monotonic_ns(), std::memory_order_relaxed);
+    const std::size_t n = backlog_.fetch_add(1, std::memory_order_relaxed) + 1;
+    for (std::size_t p = peak_.load(std::memory_order_relaxed); n > p;)
+      if (peak_.compare_exchange_weak(p, n, std::memory_order_relaxed)) break;
+    return n;
+  }
+
+  // Takes everything queued (newest first). acquire: pairs with the release in push().
+  context* take_all() noexcept { return head_.exchange(nullptr, std::memory_order_acquire); }
+  void reclaimed(std::size_t n) noexcept { backlog_.fetch_sub(n, std::memory_order_relaxed); }
+
+  std::size_t backlog() const noexcept { return backlog_.load(std::memory_order_relaxed); }
+  std::size_t peak() const noexcept { return peak_.load(std::memory_order_relaxed); }
+  // Nanoseconds the oldest queued context has waited (0 when the queue is empty).
+  std::int64_t age_ns() const noexcept {
+    if (!head_.load(std::memory_order_relaxed)) return 0;
+    return monotonic_ns() - oldest_ns_.load(std::memory_order_relaxed);
+  }
+
+  // One reclaimer at a time (synchronize() waits for one in progress). acquire/release: the
+  // previous reclaimer's frees happen before the next one's (and before synchronize returns).
+  // unlock() is a single store: the domain may be destroyed the moment it is seen (a destructor
+  // drains under this lock), so nothing may touch the lock after it, not even a notify.
+  bool try_lock() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+  void lock() noexcept {
+    for (unsigned spins = 0; busy_.exchange(true, std::memory_order_acquire); ++spins) {
+#if !LAZYMM_GENMC
+      if (spins < 64)
+        cpu_pause();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(50));  // a reclaim takes microseconds
+#endif
+    }
+  }
+  void unlock() noexcept { busy_.store(false, std::memory_order_release); }
+
+ private:
+  LAZYMM_CACHELINE_ALIGN std::atomic<context*> head_{nullptr};
+  std::atomic<std::size_t> backlog_{0};
+  std::atomic<std::size_t> peak_{0};
+  std::atomic<std::int64_t> oldest_ns_{0};
+  LAZYMM_CACHELINE_ALIGN std::atomic<bool> busy_{false};
+};
+
+}  // namespace detail
+}  // namespace lazymm

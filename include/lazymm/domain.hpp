@@ -91,7 +91,7 @@ class domain final : public detail::domain_base {
   bool reclaim_if_due() noexcept requires(Policy::batches) {
     const std::size_t n = batch_.q.backlog();
     if (n == 0) return false;
-    if (n < threshold() && batch_.q.age_ns() < std::int64_t{batch_.opts.max_age_us} * 1000) return false;
+    if (n < threshold() && batch_.q.age_ns() < static_cast<std::int64_t>(batch_.opts.max_age_us) * 1000) return false;
     check_may_reclaim("reclaim_if_due()");
     if (!batch_.q.try_lock()) return false;
     reclaim_locked();

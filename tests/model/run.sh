@@ -28,11 +28,16 @@ while [ $# -gt 0 ]; do
 done
 # Quickest first, so that --until-killed stops early.
 [ ${#harnesses[@]} -gt 0 ] || harnesses=(detach_lazy switch_then_reset record_reuse switch_chain try_upgrade exit_mm
-                                          two_reclaimers)
+                                          two_reclaimers batch_two)
 runs=()
 for h in "${harnesses[@]}"; do
+  # A harness may restrict its policies with a first line "// model-policies: ...".
+  only=$(sed -n 's|^// model-policies: ||p' "$here/$h.cpp")
   for m in $models; do
-    for p in $policies; do runs+=("$h $p $m"); done
+    for p in $policies; do
+      [ -z "$only" ] || [[ " $only " == *" $p "* ]] || continue
+      runs+=("$h $p $m")
+    done
   done
 done
 out=$(mktemp -d)

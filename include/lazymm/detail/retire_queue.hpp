@@ -29,7 +29,7 @@ struct batch_options {
   // reclaim_if_due() reclaims at this many queued contexts; 0: max(64, 4 x registered executors).
   std::size_t threshold = 0;
   // reclaim_if_due() also reclaims when the oldest queued context has waited this long.
-  std::uint32_t max_age_us = 1000;
+  std::size_t max_age_us = 1000;  // (size_t: no padding to copy, for GenMC)
 };
 
 namespace detail {

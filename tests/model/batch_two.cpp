@@ -1,8 +1,7 @@
 // model-policies: explicit_shootdown implicit_shootdown
 // Batched retirement: a batch of two contexts, x and y, each held lazily by its own executor;
-// both final drops only queue; a third thread's reclaim() runs one round for the batch while the
-// holders switch away (one to z, one detaching). One walk must steal both, one barrier and one
-// wait pass must cover both holders.
+// both final drops only queue; a third thread's reclaim() runs one round for the batch while both
+// holders detach. One walk must steal both, one barrier and one wait pass must cover both.
 #include "model.hpp"
 
 using namespace model;
@@ -10,7 +9,7 @@ using namespace model;
 namespace {
 using bdomain = lazymm::domain<lazymm::batched<policy>, lazymm::MODEL_BACKEND>;
 bdomain* bdom;
-lazymm::owning_ref<probe> *x, *y, *z;
+lazymm::owning_ref<probe> *x, *y;
 std::atomic<int> x_lazy{0}, y_lazy{0};
 
 void* holder_x(void*) {
@@ -18,8 +17,7 @@ void* holder_x(void*) {
   e.switch_to(*x);
   e.go_lazy();
   signal(x_lazy);
-  e.switch_to(*z);
-  return nullptr;
+  return nullptr;  // detach
 }
 
 void* holder_y(void*) {
@@ -43,16 +41,13 @@ void* reclaimer(void*) {
 int main() {
   bdomain d;
   bdom = &d;
-  lazymm::owning_ref<probe> rx = d.make<probe>(), ry = d.make<probe>(), rz = d.make<probe>();
+  lazymm::owning_ref<probe> rx = d.make<probe>(), ry = d.make<probe>();
   x = &rx;
   y = &ry;
-  z = &rz;
   pthread_t a = spawn(holder_x), b = spawn(holder_y), c = spawn(reclaimer);
   join(a);
   join(b);
   join(c);
-  rz.reset();
-  d.reclaim();
   for (int i = 0; i < made; ++i) assert(torn_down[i] == 1 && freed[i] == 1);
   assert(d.live_contexts() == 0);
 }

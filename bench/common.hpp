@@ -132,5 +132,6 @@ void register_lazy_pair(int cpus);
 void register_switch(int cpus);
 void register_drop(int cpus);
 void register_churn(int cpus);
+void register_retire(int cpus);
 
 }  // namespace bench

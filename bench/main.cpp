@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   bench::register_switch(cpus);
   bench::register_drop(cpus);
   bench::register_churn(cpus);
+  bench::register_retire(cpus);
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -12,17 +12,27 @@
 #   BENCH_FILTER=regex   run a subset (the report then has gaps; for quick checks only)
 #   BENCH_BUILD_DIR=build/bench
 #   BENCH_JSON=<path>    skip build and run; regenerate the report from this JSON (and its .env)
+#   BENCH_SECTION=retire run only the retire workload (bench_retire.cpp) and rewrite only its
+#                        section of docs/benchmarks.md, leaving the rest of the page as it is;
+#                        defaults then BENCH_REPS=5, BENCH_MIN_TIME=0.5, repetitions randomly
+#                        interleaved (load that comes and goes hits every variant alike); about
+#                        2 minutes
 #
-# On a 2-core machine the run takes about 4 minutes, plus the build.
+# On a 2-core machine the full run takes about 5 minutes, plus the build.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 build=${BENCH_BUILD_DIR:-build/bench}
-reps=${BENCH_REPS:-3}
-min_time=${BENCH_MIN_TIME:-0.2}
-filter=${BENCH_FILTER:-}
+section=${BENCH_SECTION:-}
+extra=()
+case "$section" in
+  "") reps=${BENCH_REPS:-3}; min_time=${BENCH_MIN_TIME:-0.2}; filter=${BENCH_FILTER:-} ;;
+  retire) reps=${BENCH_REPS:-5}; min_time=${BENCH_MIN_TIME:-0.5}; filter=${BENCH_FILTER:-^retire/}
+          extra=(--benchmark_enable_random_interleaving=true) ;;
+  *) echo "BENCH_SECTION: unknown section '$section' (known: retire)" >&2; exit 2 ;;
+esac
 json=${BENCH_JSON:-}
 
 if [[ -z "$json" ]]; then
@@ -34,10 +44,12 @@ if [[ -z "$json" ]]; then
   echo "+ cmake --build $build -j2" >&2
   cmake --build "$build" -j2 >/dev/null
 
-  json="$build/results.json"
+  json="$build/results${section:+-$section}.json"
+  # The file gets every repetition and the aggregates (the report uses medians, and worst cases
+  # where it says so); the console only the aggregates.
   run=("$build/bench/lazymm_bench" --benchmark_format=json --benchmark_out="$json"
        --benchmark_out_format=json --benchmark_repetitions="$reps"
-       --benchmark_report_aggregates_only=true --benchmark_min_time="$min_time")
+       --benchmark_display_aggregates_only=true --benchmark_min_time="$min_time" "${extra[@]}")
   if [[ -n "$filter" ]]; then run+=(--benchmark_filter="$filter"); fi
 
   # What the report says about the machine and the run.
@@ -78,6 +90,11 @@ if [[ -z "$json" ]]; then
 fi
 
 echo "+ python3 bench/report.py $json" >&2
-python3 bench/report.py --json "$json" --env "$json.env" \
-  --markdown docs/benchmarks.md --svg docs/benchmarks-lazy-pair.svg
-echo "wrote docs/benchmarks.md and docs/benchmarks-lazy-pair.svg" >&2
+if [[ -n "$section" ]]; then
+  python3 bench/report.py --json "$json" --env "$json.env" --markdown docs/benchmarks.md --section "$section"
+  echo "rewrote the $section section of docs/benchmarks.md" >&2
+else
+  python3 bench/report.py --json "$json" --env "$json.env" \
+    --markdown docs/benchmarks.md --svg docs/benchmarks-lazy-pair.svg
+  echo "wrote docs/benchmarks.md and docs/benchmarks-lazy-pair.svg" >&2
+fi

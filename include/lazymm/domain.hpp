@@ -168,12 +168,17 @@ class domain final : public detail::domain_base {
     }
   }
 
-  // A final drop of a batched domain: queue x; past the backlog bound, help.
+  // A final drop of a batched domain: queue x; past the backlog bound, help; past twice the
+  // bound, wait for the running reclaim and help (a drop from a hook of a reclaim never waits).
   void retire(context* x) noexcept {
-    if (batch_.q.push(x) >= batch_.opts.backlog && reclaiming_ != this && batch_.q.try_lock()) {
-      reclaim_locked();
-      batch_.q.unlock();
+    const std::size_t n = batch_.q.push(x);
+    if (n < batch_.opts.backlog || reclaiming_ == this) return;
+    if (!batch_.q.try_lock()) {
+      if (n < 2 * batch_.opts.backlog) return;  // the running reclaim (or the next) takes it
+      batch_.q.lock();
     }
+    reclaim_locked();
+    batch_.q.unlock();
   }
 
   void owning_zero(context* x) noexcept override {

@@ -167,6 +167,41 @@ TYPED_TEST(batch, past_the_backlog_bound_the_dropping_thread_reclaims) {
   for (int i = 0; i < 8; ++i) expect_clean_history(log, i);
 }
 
+// Past twice the bound a final drop waits for the running reclaim: the backlog stays bounded
+// however slow the reclaimer is.
+TYPED_TEST(batch, past_twice_the_bound_a_final_drop_waits_for_the_running_reclaim) {
+  event_log log;
+  typename TestFixture::domain d(lazymm::batch_options{.backlog = 4});
+  std::thread slow;
+  gate eighth_done;
+  std::thread dropper;
+  {
+    pause_at p(lazymm::test_point::reclaim_after_steal);
+    d.template make<counted>(log, 100).reset();
+    slow = std::thread([&] { d.reclaim(); });  // takes context 100 and pauses holding the lock
+    ASSERT_TRUE(p.wait_reached());
+    // Backlogs 2..7 (100 is counted until its reclaim ends): from 4 on the lock is busy and the
+    // backlog under twice the bound, so these return.
+    for (int i = 0; i < 6; ++i) d.template make<counted>(log, i).reset();
+    EXPECT_EQ(d.stats().backlog, 7u);
+    dropper = std::thread([&] {
+      d.template make<counted>(log, 7).reset();  // backlog 8 = 2 x 4: must wait
+      eighth_done.open();
+    });
+    std::this_thread::sleep_for(20ms);
+    EXPECT_FALSE(eighth_done.is_open()) << "a drop past twice the bound returned while the backlog grew";
+    p.resume();
+    slow.join();
+    dropper.join();
+  }
+  EXPECT_TRUE(eighth_done.is_open());
+  EXPECT_EQ(d.stats().peak_backlog, 8u);
+  d.reclaim();
+  for (int i = 0; i < 6; ++i) expect_clean_history(log, i);
+  expect_clean_history(log, 7);
+  expect_clean_history(log, 100);
+}
+
 TYPED_TEST(batch, reclaim_if_due_waits_for_the_threshold_or_the_age) {
   event_log log;
   typename TestFixture::domain d(lazymm::batch_options{.threshold = 4, .max_age_us = 200000});

@@ -23,8 +23,9 @@ namespace lazymm {
 
 // Tuning of a batched domain (domain<batched<P>, B>(batch_options{...})).
 struct batch_options {
-  // Past this many queued contexts a final drop reclaims itself (back-pressure): the queue never
-  // holds more than backlog plus what is retired while that reclaim runs. At least 1.
+  // Back-pressure. A final drop that finds this many queued reclaims itself if no reclaim is
+  // running; one that finds twice as many waits for the running reclaim and then reclaims. So
+  // the queue holds at most 2 x backlog plus one context per thread in a final drop. At least 1.
   std::size_t backlog = 4096;
   // reclaim_if_due() reclaims at this many queued contexts; 0: max(64, 4 x registered executors).
   std::size_t threshold = 0;
@@ -87,18 +88,20 @@ inline std::int64_t monotonic_ns() noexcept {
 template <class Link>
 class retire_queue {
  public:
-  // Pushes x; returns the backlog including x. Lock-free: one CAS loop and one fetch_add.
+  // Pushes x; returns the backlog including x. Lock-free: one fetch_add and one CAS loop.
   std::size_t push(context* x) noexcept {
+    // Counted before x is visible: a reclaim that takes x subtracts after this add (its take
+    // reads our CAS, which is sequenced after it), so the count never wraps below zero.
+    // Relaxed, here and below: the age and the counts are heuristics and statistics; the
+    // contexts themselves are handed over by the CAS.
+    const std::size_t n = backlog_.fetch_add(1, std::memory_order_relaxed) + 1;
     context* old = head_.load(std::memory_order_relaxed);
     do {
       Link::next(x) = old;
       // release: pairs with the acquire in take_all(); the final drop's view of the context
       // (every owner's writes, through the count's acq_rel) happens before its teardown or free.
     } while (!head_.compare_exchange_weak(old, x, std::memory_order_release, std::memory_order_relaxed));
-    // Relaxed, here and below: the age and the counts are heuristics and statistics; the
-    // contexts themselves are handed over by the CAS above.
     if (!old) oldest_ns_.store(monotonic_ns(), std::memory_order_relaxed);
-    const std::size_t n = backlog_.fetch_add(1, std::memory_order_relaxed) + 1;
     for (std::size_t p = peak_.load(std::memory_order_relaxed); n > p;)
       if (peak_.compare_exchange_weak(p, n, std::memory_order_relaxed)) break;
     return n;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/consumer/run.sh make|meson BUILD_DIR [CXX]
 #
-# Builds tests/consumer/consumer.cpp with plain make (tests/consumer/pkg-config/Makefile) or with
+# Builds tests/consumer/consumer.cpp with plain make (tests/consumer/pkg-config/Makefile) and the
+# compiler alone (`c++ -std=c++20 app.cpp $(pkg-config --cflags --libs lazymm)`), or with
 # Meson (tests/consumer/meson/), lazymm found through pkg-config, and runs it. Which lazymm is
 # whatever pkg-config finds: ctest sets PKG_CONFIG_LIBDIR to its temporary install prefix,
 # .ci/deb.sh leaves it alone so that the installed Debian package is found.
@@ -29,6 +30,9 @@ case $kind in
   make)
     need make make
     make -C "$build" -f "$here/pkg-config/Makefile"
+    # and README's by-hand line
+    (cd "$build" && set -x && $CXX -std=c++20 -Werror "$here/consumer.cpp" $(pkg-config --cflags --libs lazymm) -o consumer-by-hand)
+    "$build/consumer-by-hand"
     ;;
   meson)
     need meson meson

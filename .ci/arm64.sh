@@ -7,7 +7,7 @@
 #   2. lazymm_unit on the fence fallback (every membarrier refused with ENOSYS, as
 #      unit.fallback.ENOSYS) and with LAZYMM_NO_MEMBARRIER=1, death tests left out of these two,
 #   3. lazymm_unchecked (the checks that stay on with LAZYMM_CHECKED=0).
-# Under 3 minutes on an idle 2-core VM; most of it is compiling.
+# About 2 minutes on an idle 2-core VM (3.5 under load), most of it compiling; budget 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD

@@ -8,3 +8,4 @@
 #include <lazymm/executor.hpp>
 #include <lazymm/fwd.hpp>
 #include <lazymm/policy.hpp>
+#include <lazymm/version.hpp>

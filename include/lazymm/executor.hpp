@@ -124,7 +124,8 @@ class executor : private detail::executor_link {
 #endif
   }
 
-  void switch_to_context(context* next) noexcept {
+  // Always inlined into switch_to / switch_to_default, as switch_slot (see there).
+  [[gnu::always_inline]] void switch_to_context(context* next) noexcept {
     // Relaxed load of our own slot: only a steal can change it behind our back, and nothing
     // steals `next` while the caller holds an owning reference to it (or it is the default).
     context* cur = rec->slot.load(std::memory_order_relaxed);

@@ -622,19 +622,10 @@ def retire_section(one, env, standalone):
           "`max_age_us` would not.")
         w("")
     if "backlog" in missed:
-        w("**Peak backlog.** The back-pressure in `retire()` only helps when the queue's lock is free "
-          "(`try_lock`): while a reclaim holds it, final drops keep queueing, and a reclaim takes the whole "
-          "queue at its start and holds the lock until it has freed all of it. When the thread running it is "
-          "preempted (see the latency paragraph), retirers at millions of contexts per second add thousands "
-          "per millisecond, past the 4096 of `batch_options::backlog`. With R = 2 it is worse, and not only "
-          "because of the other load: two retirers, the background executor and the reclaimer share two "
-          "cores, each runnable thread gets about the same share, and one thread freeing cannot keep up with "
-          "two retiring: the queue grows while a reclaim runs, the next reclaim takes longer, and so on until "
-          "a drop finds the lock free. The documented bound allows \"what is retired while that reclaim runs\", which has "
-          "no bound when the reclaim is slow. A hard bound would need the dropping thread to wait for the "
-          "reclaim in progress (or to take over its remaining chunks) past some multiple of the backlog, or "
-          "reclaims that take at most a few chunks at a time and release the lock in between, trading the "
-          "drop's no-wait promise, or some reclaim throughput, for memory.")
+        w("**Peak backlog.** The documented bound is 2 × `batch_options::backlog` plus one context per "
+          "thread inside a final drop: a drop that reaches the backlog reclaims if no reclaim runs, and one "
+          "that reaches twice the backlog waits for the running reclaim. A peak past it is a defect of that "
+          "back-pressure, not of the workload.")
         w("")
     if wrapped:
         w("**Peak backlog read about 2⁶⁴** (" + ", ".join(f"{retire_label(v)} at R={t}" for v, t in sorted(set(wrapped)))

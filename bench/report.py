@@ -14,6 +14,7 @@ Metrics (Google Benchmark's conventions, checked against the floor on this machi
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from collections import defaultdict
@@ -313,6 +314,54 @@ def retire_label(v):
     return f"lazymm {pol} / {be}" + ("" if pol == "refcount" else " (inline)")
 
 
+def retire_svg(one, threads=(1, 2)):
+    """Horizontal bars: retire rate of each variant, one bar per retirer count (log scale)."""
+    rows = []
+    for v in RETIRE_ORDER:
+        vals = []
+        for t in threads:
+            r = one(v, t)
+            vals.append(r.counters.get("retired_per_s", 0.0) if r else 0.0)
+        if any(x > 0 for x in vals):
+            rows.append((v, vals))
+    W, bar, gap, left, top = 860, 11, 10, 300, 40
+    H = top + len(rows) * (len(threads) * bar + gap) + 50
+    vals = [x for _, vs in rows for x in vs if x > 0]
+    if not vals:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="80"><text x="10" y="40">no data</text></svg>\n'
+    lo, hi = 10 ** math.floor(math.log10(min(vals))), 10 ** math.ceil(math.log10(max(vals)))
+    pw = W - left - 40
+
+    def X(v):
+        return left + pw * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+
+    colors = ("#1f77b4", "#ff7f0e")
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         f'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">Retire rate (contexts/s, log scale), '
+         f'one busy background executor</text>']
+    d = lo
+    while d <= hi * 1.0001:
+        o.append(f'<line x1="{X(d):.1f}" y1="{top}" x2="{X(d):.1f}" y2="{H - 40}" stroke="#cccccc"/>')
+        o.append(f'<text x="{X(d):.1f}" y="{H - 26}" text-anchor="middle">{esc(fmt_rate(d))}</text>')
+        d *= 10
+    y = top
+    for v, vs in rows:
+        o.append(f'<text x="{left - 8}" y="{y + bar * len(threads) / 2 + 4:.1f}" text-anchor="end">'
+                 f'{esc(retire_label(v).replace("**", ""))}</text>')
+        for i, x in enumerate(vs):
+            if x > 0:
+                o.append(f'<rect x="{left}" y="{y}" width="{X(x) - left:.1f}" height="{bar - 1}" fill="{colors[i % 2]}">'
+                         f'<title>{esc(retire_label(v).replace("**", ""))}, R={threads[i]}: {esc(fmt_rate(x))}</title></rect>')
+            y += bar
+        y += gap
+    for i, t in enumerate(threads):
+        o.append(f'<rect x="{left + 20 + 120 * i}" y="{H - 14}" width="12" height="10" fill="{colors[i % 2]}"/>'
+                 f'<text x="{left + 38 + 120 * i}" y="{H - 5}">R = {t} retirer{"s" if t > 1 else ""}</text>')
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
 def retire_section(one, env, standalone):
     """The lines of the section, markers included. one(variant, threads) -> Row or None."""
     md = [RETIRE_BEGIN]
@@ -570,6 +619,8 @@ def retire_section(one, env, standalone):
                                        f"{peak(r, v, t, worst(r, 'peak_backlog'))})"))
         judge(f"{retire_label(v)}: peak backlog within the bound", per, "backlog")
 
+    w("![Retire rate per variant, R = 1 and 2 retirers](benchmarks-retire.svg)")
+    w("")
     w("Targets (from the issue that asked for this workload; reported, never asserted):")
     w("")
     w(table(["target", "measured", "verdict"], [list(x) for x in targets]))
@@ -711,6 +762,8 @@ def main():
             page = page.rstrip("\n") + "\n\n" + section + "\n"
         with open(opts.markdown, "w") as f:
             f.write(page)
+        with open(os.path.join(os.path.dirname(opts.markdown), "benchmarks-retire.svg"), "w") as f:
+            f.write(retire_svg(retire_one))
         return 0
 
     md = []
@@ -1087,6 +1140,8 @@ def main():
     # ---- 5. batched retirement ------------------------------------------------------------------
     if find("retire"):
         md.extend(retire_section(retire_one, env, standalone=False))
+        with open(os.path.join(os.path.dirname(opts.markdown), "benchmarks-retire.svg"), "w") as f:
+            f.write(retire_svg(retire_one))
         w("")
 
     # ---- notes on missed targets ---------------------------------------------------------------

@@ -98,6 +98,7 @@ class registry {
   // any reclaimer that reads in_use == false at (10) and skips the record.
   static void detach(executor_record* r) noexcept { r->in_use.store(false, std::memory_order_release); }
 
+  // Records ever created (relaxed: a size for heuristics, e.g. the batch threshold).
   std::uint32_t size() const noexcept { return next_id_.load(std::memory_order_relaxed); }
 
  private:

@@ -109,6 +109,8 @@ class retire_queue {
 
   // Takes everything queued (newest first). acquire: pairs with the release in push().
   context* take_all() noexcept { return head_.exchange(nullptr, std::memory_order_acquire); }
+  // Relaxed, here and in the three readers below: counts and ages are heuristics and statistics
+  // (see push()); what orders the contexts is the head's CAS and exchange.
   void reclaimed(std::size_t n) noexcept { backlog_.fetch_sub(n, std::memory_order_relaxed); }
 
   std::size_t backlog() const noexcept { return backlog_.load(std::memory_order_relaxed); }

@@ -12,8 +12,9 @@
 # Every mutant also gets the "model" flavour (tests/model/run.sh --until-killed) unless
 # --release-only is given.
 #   --keep     keep the build directories (build/mutant-<flavour>-<MUTANT>)
-# Each build runs ctest (unit suite, its fault reruns, and the fixed-seed torture runs; no
-# examples, no consumer tests). Prints a table: mutant | flavour | verdict | killed by | how.
+# Each build runs ctest (unit suite, its fault reruns, the unchecked and shared-object tests, the
+# fixed-seed torture runs; no examples, consumer or version tests). Prints a table:
+# mutant | flavour | verdict | killed by | how.
 # Exit status: 0 when every mutant is killed and every control passes, 1 otherwise.
 # Time: about 2-4 minutes per build on 2 cores.
 set -uo pipefail
@@ -114,11 +115,11 @@ for m in "${mutants[@]}"; do
     echo "=== mutant $m ($f): $dir" >&2
     if ! cmake --preset "$(preset_of $f)" -B "$dir" -DLAZYMM_BUILD_EXAMPLES=OFF \
            "-DCMAKE_CXX_FLAGS=$(flags_of $f) $define" >"$dir.configure.log" 2>&1 ||
-       ! cmake --build "$dir" -j2 --target lazymm_unit lazymm_torture >"$dir.build.log" 2>&1; then
+       ! cmake --build "$dir" -j2 --target lazymm_unit lazymm_torture lazymm_unchecked lazymm_dso >"$dir.build.log" 2>&1; then
       printf '%s\t%s\tBUILD FAILED\t-\tsee %s.build.log\n' "$m" "$f" "$dir" >>"$results"
       continue
     fi
-    ctest --test-dir "$dir" -j2 --timeout 180 -E '^consumer\.' --output-on-failure >"$dir.ctest.log" 2>&1
+    ctest --test-dir "$dir" -j2 --timeout 180 -E '^(consumer|version)\.' --output-on-failure >"$dir.ctest.log" 2>&1
     IFS=$'\t' read -r nfail tests how < <(summarise "$dir.ctest.log")
     if [ "$m" = none ]; then
       verdict=$([ "$nfail" = 0 ] && echo "control: passes" || echo "CONTROL FAILS")

@@ -174,7 +174,7 @@ struct stolen_slot {
 };
 
 struct round_result {
-  std::uint32_t steals = 0, barriers = 0, waits = 0;
+  std::uint32_t steals = 0, barriers = 0;  // (waits are reported as they start: hooks.waiting())
 };
 
 // A round never allocates: it steals into a fixed buffer and, when the buffer is full, finishes
@@ -214,7 +214,6 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
         // what we do next.
         const std::uint32_t s = stolen[i].rec->seq.load(std::memory_order_acquire);
         if (!(s & 1u)) continue;
-        ++res.waits;
         hooks.waiting();
         b.wait(*stolen[i].rec, s);
       }

@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("urcu_peer", "not built (LAZYMM_BENCH_URCU=OFF)");
 #endif
   benchmark::AddCustomContext("lazymm_checked", LAZYMM_CHECKED ? "1" : "0");
+#if LAZYMM_NO_HOLDER_SET
+  benchmark::AddCustomContext("holder_sets", "off (LAZYMM_NO_HOLDER_SET: rounds walk every record)");
+#else
+  benchmark::AddCustomContext("holder_sets", "on");
+#endif
 
   bench::register_lazy_pair(cpus);
   bench::register_switch(cpus);

@@ -35,6 +35,12 @@
 #define LAZYMM_REQUIRE_MEMBARRIER 0
 #endif
 
+// LAZYMM_NO_HOLDER_SET=1: no holder sets (protocol.hpp): a real switch writes no set and every
+// round walks every registered executor, as lazymm 0.2 did. For comparison (bench/holders.sh).
+#ifndef LAZYMM_NO_HOLDER_SET
+#define LAZYMM_NO_HOLDER_SET 0
+#endif
+
 // LAZYMM_TEST_SEAMS=1: compile the test seams (pause points inside the protocol, a fake
 // membarrier syscall). Tests only: it adds a load and a branch to every switch.
 #ifndef LAZYMM_TEST_SEAMS

@@ -8,6 +8,7 @@
 
 #include <lazymm/config.hpp>
 #include <lazymm/detail/diag.hpp>
+#include <lazymm/detail/protocol.hpp>
 #include <lazymm/fwd.hpp>
 
 #include <atomic>
@@ -93,6 +94,7 @@ class context {
   const detail::context_ops* ops_ = nullptr;
   std::atomic<std::uint32_t> state_{detail::state_live};  // read only in checked mode
   context* retire_next_ = nullptr;  // batched policies: the retire queue's link (detail::retire_link)
+  detail::holder_set holders_;      // shootdown policies: executors that may hold it (protocol.hpp)
   friend struct detail::retire_link;
 };
 
@@ -100,6 +102,7 @@ namespace detail {
 // The retire queue's link through the context header (detail/retire_queue.hpp).
 struct retire_link {
   static context*& next(context* c) noexcept { return c->retire_next_; }
+  static const holder_set& holders(const context* c) noexcept { return c->holders_; }
 };
 }  // namespace detail
 

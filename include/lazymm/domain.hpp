@@ -62,6 +62,33 @@ class domain final : public detail::domain_base {
     return executor_type(*this);
   }
 
+  // ---- shootdown policies: holder sets ------------------------------------------------------
+
+  // Removes from x's holder set the executors that no longer hold x (switched away, detached),
+  // so that x's final round visits only those that may still hold it. For contexts that live
+  // long and run on many executors; call it from a timer or an idle loop, on any thread. Safe
+  // against concurrent switches to and from x: it never removes an executor that holds x or is
+  // inside a switch. Costs one heavy barrier per 1024 executor ids with something to remove
+  // (none if nothing is), and a load of seq and slot of each member. Returns how many it removed.
+  template <class T>
+  std::size_t trim(const owning_ref<T>& x) noexcept requires(Policy::round != round_at::never) {
+    LAZYMM_CHECK(x, "trim with an empty owning_ref");
+    LAZYMM_CHECK(x.get()->domain_ == this, "trim of a context %p of another domain", static_cast<void*>(x.get()));
+    return trim_holders<Backend>(x.get());
+  }
+
+  // How many executors x's holder set names now (its next round visits them; all registered
+  // executors if the set overflowed). For tests and diagnostics: a snapshot.
+  template <class T>
+  std::size_t holder_count(const owning_ref<T>& x) const noexcept requires(Policy::round != round_at::never) {
+    const detail::holder_set& h = x.get()->holders_;
+    if (h.overflow.load(std::memory_order_relaxed)) return registry_.size();  // relaxed: a snapshot
+    std::size_t n = 0;
+    for (std::uint32_t w = 0, k = h.words(); w < k; ++w)
+      n += static_cast<std::size_t>(__builtin_popcountll(h.word(w)->load(std::memory_order_relaxed)));
+    return n;
+  }
+
   // ---- batched policies (batched<P>): reclaiming the retire queue ---------------------------
 
   // Reclaims everything queued when it is called: for each chunk of up to 256 contexts, one
@@ -189,7 +216,7 @@ class domain final : public detail::domain_base {
         retire(x);
         return;
       } else {
-        shootdown<Backend>(detail::one_context{x});
+        shootdown<Backend>(detail::one_context{x, &x->holders_});
       }
 #endif
     }
@@ -204,7 +231,7 @@ class domain final : public detail::domain_base {
         retire(x);
         return;
       } else {
-        shootdown<Backend>(detail::one_context{x});
+        shootdown<Backend>(detail::one_context{x, &x->holders_});
       }
     }
     run_free(x);

@@ -141,7 +141,16 @@ class executor : private detail::executor_link {
     // Refcount: the slot's reference on next, taken before the slot holds it. Made from the
     // caller's owning reference, which keeps the count above zero.
     if (counted) structural_kind::acquire(next);
-    context* prev = detail::switch_slot<steals>(*rec, seq_, next, barriers_, [&](context* p) {
+    // Shootdown: next's holder set, with room for our bit (allocated here, outside the switch,
+    // the first time an executor id >= 64 runs next).
+    detail::holder_set* holders = nullptr;
+#if !LAZYMM_NO_HOLDER_SET
+    if (steals && next != &dom->default_) {
+      holders = &next->holders_;
+      holders->reserve(rec->id, dom->registry_.size());
+    }
+#endif
+    context* prev = detail::switch_slot<steals>(*rec, seq_, next, holders, barriers_, [&](context* p) {
       const executor_id me{rec->id, generation_};
       in_hooks = true;
       if (p != &dom->default_ && p->ops_->deactivate) p->ops_->deactivate(p, me);

@@ -27,8 +27,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 # Quickest first, so that --until-killed stops early.
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(detach_lazy switch_then_reset record_reuse switch_chain try_upgrade exit_mm
-                                          two_reclaimers batch_two)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(detach_lazy switch_then_reset holder_again record_reuse holder_trim switch_chain
+                                          try_upgrade exit_mm two_reclaimers batch_two)
 runs=()
 for h in "${harnesses[@]}"; do
   # A harness may restrict its policies with a first line "// model-policies: ...".

@@ -133,6 +133,12 @@ class domain_base {
     }
   };
 
+  // Removes from x's holder set the executors that no longer hold it (protocol.hpp).
+  template <class Backend>
+  std::uint32_t trim_holders(context* x) noexcept {
+    return detail::trim_holders(registry_, x->holders_, x, barriers<Backend>{mech_});
+  }
+
   // The shootdown round for the victims (one context, or a batch), one evict hook per steal.
   template <class Backend, class Victims>
   void shootdown(const Victims& victims) noexcept {

@@ -13,13 +13,19 @@
 //   (5) seq = s+2, even      release                  then evict hooks; teardown / free
 //   (12) waiters? wake them  relaxed  // B       detach: switch to default, (11) in_use = false
 //   attach: (13) generation++ release            (14) generation before the steal (acquire)
+//   (15) after (2): holder bit of next set?  relaxed  (16) the round reads the holder set
+//        if not, set it (fetch_or)         relaxed       of its victims            relaxed
+//   trim (an owner of x, any thread): (17) clear the bits of members seen not holding x,
+//        (18) heavy barrier (Matches A), (19) re-check seq and slot (acquire), re-set if held
 #pragma once
 
+#include <lazymm/detail/diag.hpp>
 #include <lazymm/detail/seams.hpp>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 
 namespace lazymm {
 class context;
@@ -45,26 +51,40 @@ struct LAZYMM_CACHELINE_ALIGN executor_record {
   std::atomic<std::uint32_t> generation{0};  // attaches of this record so far (names the owner)
   std::atomic<bool> in_use{true};          // attached
   executor_record* next = nullptr;         // registry link, immutable once published
-  std::uint32_t id = 0;                    // dense per registry
+  std::uint32_t id = 0;                    // dense per registry: its index in the blocks
 };
+
+// Records come in blocks, so that an id names its record (registry::at) for rounds that visit
+// only a context's holder set. The most executors a domain can have: record_block x max_blocks.
+#if LAZYMM_GENMC
+inline constexpr std::uint32_t record_block = 4, max_record_blocks = 2;
+#else
+inline constexpr std::uint32_t record_block = 64, max_record_blocks = 1024;
+#endif
 
 // Push-only list of records. Walked without a lock by reclaimers, so a final drop never waits
 // on anything an executor may hold.
 class registry {
  public:
-  registry() = default;
+  registry() noexcept {
+    // Relaxed: the registry is not shared yet. (A loop, not `= {}`: GenMC cannot follow memset.)
+    for (auto& b : blocks_) b.store(nullptr, std::memory_order_relaxed);
+  }
   registry(const registry&) = delete;
   registry& operator=(const registry&) = delete;
   ~registry() {
-    for (auto* r = head(); r;) {
-      auto* n = r->next;
-      delete r;
-      r = n;
-    }
+    for (auto& b : blocks_) delete b.load(std::memory_order_relaxed);  // no walker left
   }
 
   // acquire: pairs with the release CAS in attach(); a record's fields are visible to a walker.
   executor_record* head() const noexcept { return head_.load(std::memory_order_acquire); }
+
+  // The record of an id handed out by attach(); null if its block is not there yet. acquire:
+  // pairs with the release CAS that installed the block (its records' ids and fields).
+  executor_record* at(std::uint32_t id) const noexcept {
+    block* b = blocks_[id / record_block].load(std::memory_order_acquire);
+    return b ? &b->records[id % record_block] : nullptr;
+  }
 
   // A free record, or a new one pushed on the list; its slot holds `dflt` (a detach left it so).
   executor_record* attach(context* dflt) {
@@ -78,10 +98,10 @@ class registry {
         break;
     }
     if (!r) {
-      r = new executor_record;
-      // Relaxed: private until the release CAS below publishes it; ids need only be distinct.
+      // Relaxed: ids need only be distinct; the record is private until the CAS below.
+      const std::uint32_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+      r = record_of_new_id(id);
       r->slot.store(dflt, std::memory_order_relaxed);
-      r->id = next_id_.fetch_add(1, std::memory_order_relaxed);
       r->next = head_.load(std::memory_order_relaxed);
       // release: publishes the record's fields to walkers (acquire in head()).
       while (!head_.compare_exchange_weak(r->next, r, std::memory_order_release, std::memory_order_relaxed)) {
@@ -102,24 +122,146 @@ class registry {
   std::uint32_t size() const noexcept { return next_id_.load(std::memory_order_relaxed); }
 
  private:
+  // The record for a fresh id, its block allocated by the first attach that needs it.
+  executor_record* record_of_new_id(std::uint32_t id) {
+    LAZYMM_CHECK(id / record_block < max_record_blocks, "more than %u executors attached to one domain at once",
+                 record_block * max_record_blocks);
+    std::atomic<block*>& slot = blocks_[id / record_block];
+    block* b = slot.load(std::memory_order_acquire);  // pairs with the CAS below
+    if (!b) {
+      auto* fresh = new block;
+      for (std::uint32_t i = 0; i < record_block; ++i) fresh->records[i].id = id / record_block * record_block + i;
+      // acq_rel: release publishes the ids above to at(); acquire (on failure) the winner's.
+      if (slot.compare_exchange_strong(b, fresh, std::memory_order_acq_rel, std::memory_order_acquire))
+        b = fresh;
+      else
+        delete fresh;
+    }
+    return &b->records[id % record_block];
+  }
+
+  struct block {
+    executor_record records[record_block];
+  };
   std::atomic<executor_record*> head_{nullptr};
   std::atomic<std::uint32_t> next_id_{0};
+  std::atomic<block*> blocks_[max_record_blocks];
 };
+
+// ---- who may hold a context: its holder set (the kernel's mm_cpumask) --------------------------
+
+// One bit per executor id that may hold the context in its slot. The owner sets its bit at a
+// real switch to the context, only if it is not set (15); only trim_holders() clears bits, and
+// only of executors it saw not holding the context (17)-(19). So a round visits the members and
+// no one else. Ids 0..63 live in the context header; higher ids in an array allocated by the
+// first executor that needs it (before its switch starts), sized for the registry then. An
+// executor whose id is beyond that array marks the set `overflow`, and rounds then walk every
+// record, as without a set.
+struct holder_set {
+  std::atomic<std::uint64_t> first{0};                     // ids 0..63
+  std::atomic<std::atomic<std::uint64_t>*> more{nullptr};  // [0]: word count n; [1..n]: ids 64..
+  std::atomic<bool> overflow{false};
+
+  holder_set() noexcept {}  // user-provided: GenMC must not see a zero-fill of the atomics
+  holder_set(const holder_set&) = delete;
+  holder_set& operator=(const holder_set&) = delete;
+  ~holder_set() { delete[] more.load(std::memory_order_relaxed); }  // at the free: nobody else looks
+
+  // Word w (0: `first`), or null past the allocated words. acquire: pairs with the release CAS
+  // in reserve(); the word count is visible.
+  std::atomic<std::uint64_t>* word(std::uint32_t w) const noexcept {
+    if (w == 0) return const_cast<std::atomic<std::uint64_t>*>(&first);
+    std::atomic<std::uint64_t>* m = more.load(std::memory_order_acquire);
+    return m && w <= m[0].load(std::memory_order_relaxed) ? m + w : nullptr;
+  }
+  std::uint32_t words() const noexcept {
+    std::atomic<std::uint64_t>* m = more.load(std::memory_order_acquire);  // as in word()
+    return 1 + (m ? static_cast<std::uint32_t>(m[0].load(std::memory_order_relaxed)) : 0);
+  }
+
+  // Called by executor `id` before a real switch to the context (not inside it: it may allocate,
+  // and a reclaimer may be waiting for the switch to end). `ids`: the registry's size now.
+  void reserve(std::uint32_t id, std::uint32_t ids) noexcept {
+#if LAZYMM_GENMC
+    (void)id, (void)ids;  // a model has fewer than 64 executors (and GenMC no array new)
+    static_assert(record_block * max_record_blocks <= 64);
+    return;
+#endif
+    if (id < 64 || more.load(std::memory_order_relaxed)) return;  // relaxed: word() acquires
+    // Room for twice the executors attached now, so a growing pool rarely overflows.
+    const std::uint32_t n = (2 * (ids > id ? ids : id + 1) + 63) / 64;
+    auto* m = new (std::nothrow) std::atomic<std::uint64_t>[n + 1];
+    if (!m) return;  // no memory: the switch marks the set overflow
+    for (std::uint32_t i = 1; i <= n; ++i) m[i].store(0, std::memory_order_relaxed);
+    m[0].store(n, std::memory_order_relaxed);  // published by the CAS
+    std::atomic<std::uint64_t>* none = nullptr;
+    // release: publishes the count and the zeroed words; relaxed failure: someone else's array
+    // (word() acquires it).
+    if (!more.compare_exchange_strong(none, m, std::memory_order_release, std::memory_order_relaxed)) delete[] m;
+  }
+};
+
+// (15) At a real switch to a context other than the default, after (1) and (2). Writes nothing
+// when the bit is already set: a real switch to a context this executor ran before is as cheap
+// as without a set (S4).
+//
+// Why it needs no barrier of its own. The round (16): a switch to x is made under an owning
+// reference, so it happens before x's final drop (the drops are RMWs, acq_rel, one release
+// sequence), and the round that final drop runs sees the bit, whether this switch set it or an
+// earlier one did. Only a trim can clear the bit while x is alive, and against a trim the test
+// here is the load in a Dekker pairing: our odd seq (1), the light barrier (2), this load; the
+// trim's clear (17), its heavy barrier (18), its load of our seq (19). Either this load sees the
+// clear (and we set the bit again), or the trim sees our odd seq, or later our slot store (4),
+// and puts the bit back. Reading the bit before (1)-(2) breaks this (CVE-2025-40174 in x86's
+// conditional mm_cpumask update; mutant HOLDER_TEST_BEFORE_FENCE).
+inline void note_holder(holder_set& h, std::uint32_t id) noexcept {
+  std::atomic<std::uint64_t>* w = h.word(id / 64);
+  if (!w) {
+    // Relaxed: ordered before the round as the bit is (above); trims never clear it.
+    if (!h.overflow.load(std::memory_order_relaxed)) h.overflow.store(true, std::memory_order_relaxed);
+    return;
+  }
+  const std::uint64_t bit = std::uint64_t{1} << (id % 64);
+  // Relaxed load: ordered by (1)-(2) against a trim, and by the drops against the round.
+  if (w->load(std::memory_order_relaxed) & bit) return;
+  LAZYMM_TEST_POINT(holder_set_write, id);
+  // release: a trim that reads the bit (acquire) finds our record (registry::at).
+  w->fetch_or(bit, std::memory_order_release);
+}
+
+// Calls f(record) for each member of h (in id order), or for every record if h overflowed.
+// (16) relaxed loads of the words: the final drop orders every (15) before the round.
+template <class F>
+void for_each_member(const registry& reg, const holder_set& h, F&& f) {
+  if (h.overflow.load(std::memory_order_relaxed)) {
+    for (executor_record* r = reg.head(); r; r = r->next) f(r);
+    return;
+  }
+  const std::uint32_t n = h.words();
+  for (std::uint32_t w = 0; w < n; ++w) {
+    for (std::uint64_t bits = h.word(w)->load(std::memory_order_relaxed); bits; bits &= bits - 1) {
+      // A member's record exists: its attach happened before its switch, which happened before us.
+      f(reg.at(w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits))));
+    }
+  }
+}
 
 // ---- the owner's switch ---------------------------------------------------------------------
 
 // Switches the owner's record from its slot to `next`; returns the context it switched away
 // from (read at (3): a stolen slot reads the default context). `seq` is the owner's private
-// copy of r.seq. `hooks(prev)` runs deactivate/activate. Steals: whether the policy steals
-// (otherwise (1), (2), (5) and (12) are not needed: nobody waits on seq).
+// copy of r.seq. `holders`: next's holder set (null for the default context), reserved for r.id
+// before the call. `hooks(prev)` runs deactivate/activate. Steals: whether the policy steals
+// (otherwise (1), (2), (5), (12) and the holder set are not needed: nobody waits on seq, and no
+// round looks for holders).
 //
 // Barriers provides light() (2), heavy() (7), wait(r, s) (8: returns once r.seq != s, by an
 // acquire load) and wake_blocked(r) (12). See backend.hpp for the contract.
 // Always inlined: out of line, the hooks lambda becomes an object on the stack and the switch a
 // call (a real switch took 5.5 ns instead of 3 ns in a microbenchmark on the 2-core VM).
 template <bool Steals, class Barriers, class Hooks>
-[[gnu::always_inline]] inline context* switch_slot(executor_record& r, std::uint32_t& seq, context* next, const Barriers& b,
-                     Hooks&& hooks) noexcept {
+[[gnu::always_inline]] inline context* switch_slot(executor_record& r, std::uint32_t& seq, context* next,
+                                                   holder_set* holders, const Barriers& b, Hooks&& hooks) noexcept {
   const std::uint32_t s = seq + 1;
   if constexpr (Steals) {
     // (1) A: odd seq. release: whatever a waiter's (8) reads from now on is a release store of
@@ -131,8 +273,15 @@ template <bool Steals, class Barriers, class Hooks>
     r.seq.store(s, std::memory_order_release);
 #endif
     // (2) A: light barrier; orders (1) before (3) against the reclaimer's heavy barrier (7).
+#if defined(LAZYMM_MUTANT_HOLDER_TEST_BEFORE_FENCE)
+    if (holders) note_holder(*holders, r.id);
+#endif
 #if !defined(LAZYMM_MUTANT_NO_LIGHT_FENCE)
     b.light();
+#endif
+    // (15) after (2): see note_holder.
+#if !defined(LAZYMM_MUTANT_HOLDER_TEST_BEFORE_FENCE) && !defined(LAZYMM_MUTANT_HOLDER_SET_AFTER_SLOT)
+    if (holders) note_holder(*holders, r.id);
 #endif
   }
   LAZYMM_TEST_POINT(switch_before_slot_read, r.id);
@@ -149,6 +298,15 @@ template <bool Steals, class Barriers, class Hooks>
   r.slot.store(next, std::memory_order_release);
 #endif
   if constexpr (Steals) {
+#if defined(LAZYMM_MUTANT_HOLDER_SET_AFTER_SLOT)
+    if (holders) {
+      LAZYMM_TEST_POINT(holder_set_write, r.id);
+      if (auto* w = holders->word(r.id / 64))
+        w->fetch_or(std::uint64_t{1} << (r.id % 64), std::memory_order_release);
+      else
+        holders->overflow.store(true, std::memory_order_relaxed);
+    }
+#endif
     // (5) release: pairs with the acquire wait (8): the switch is over.
 #if defined(LAZYMM_MUTANT_RELAXED_SEQ_STORE)
     r.seq.store(s + 1, std::memory_order_relaxed);
@@ -184,7 +342,8 @@ inline constexpr std::size_t round_chunk = 64;
 // The shootdown round: steal every victim from every slot that holds one, one heavy barrier,
 // wait for holders caught inside a switch, then report each steal. Called once no new owning
 // reference to any victim can appear. Waits only for the short, non-blocking tail of a switch
-// already in progress (S3). Victims: contains(const context*). Hooks:
+// already in progress (S3). Victims: contains(const context*), and for_each_candidate(reg, f),
+// which calls f on every record that may hold a victim (the victims' holder sets). Hooks:
 //   is_own(record)   whether the record is an executor of the calling thread, which cannot be
 //                    inside a switch (the caller checks): stealing from it needs no barrier or wait
 //   waiting()        a holder was found inside its switch; the round waits for it now
@@ -229,13 +388,15 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
 #if defined(LAZYMM_MUTANT_STEAL_AFTER_BARRIER)
   b.heavy();
 #endif
-  for (executor_record* r = reg.head(); r; r = r->next) {
+  // A record the victims' holder sets do not name never held a victim, or was trimmed after it
+  // switched away (17)-(19): it cannot hold one now, nor be inside a switch away from one.
+  victims.for_each_candidate(reg, [&](executor_record* r) {
     // (10) acquire: pairs with (11). A record seen free was switched to default first.
-    if (!r->in_use.load(std::memory_order_acquire)) continue;
+    if (!r->in_use.load(std::memory_order_acquire)) return;
     // (6) acquire: if this reads the owner's (4) or a later value, the owner's hooks on the
     // victim happen before our teardown/free, and the owner cannot load it again.
     context* cur = r->slot.load(std::memory_order_acquire);
-    if (!victims.contains(cur)) continue;
+    if (!victims.contains(cur)) return;
     // (14) acquire: pairs with (13). Names the holder if the steal below succeeds: not an older
     // attach (the holder's (13) is sequenced before its switch to the victim, which happens
     // before this round), and not a newer one (a newer (13) read here would make the previous
@@ -248,7 +409,7 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
 #endif
 #if !defined(LAZYMM_MUTANT_NO_STEAL)
     // (6') steal: seq_cst CAS. A failure reads the owner's (4) or later: same as (6).
-    if (!r->slot.compare_exchange_strong(cur, dflt, std::memory_order_seq_cst)) continue;
+    if (!r->slot.compare_exchange_strong(cur, dflt, std::memory_order_seq_cst)) return;
 #endif
     stolen_slot& e = stolen[n++];
     e.rec = r;
@@ -258,17 +419,89 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
     e.own = hooks.is_own(*r);
     others = others || !e.own;
     if (n == round_chunk) finish();
-  }
+  });
   LAZYMM_TEST_POINT(reclaim_after_steal, ~0u);
   // No steal means no slot held a victim at (6'): every owner that ever read one has already
   // passed its (4), so no barrier and no wait are needed.
   if (n != 0) finish();
 }
 
-// The victims of a round for one context.
+// The victims of a round for one context: its holder set names the candidates.
 struct one_context {
   const context* x;
+  const holder_set* holders;
   bool contains(const context* c) const noexcept { return c == x; }
+  template <class F>
+  void for_each_candidate(const registry& reg, F&& f) const {
+#if LAZYMM_NO_HOLDER_SET
+    for (executor_record* r = reg.head(); r; r = r->next) f(r);
+#else
+    for_each_member(reg, *holders, f);
+#endif
+  }
 };
+
+// ---- trimming a holder set ------------------------------------------------------------------
+
+// Removes from x's holder set the executors that no longer hold x, so that x's round visits only
+// recent holders. Runs while x is alive (the caller holds an owning reference), concurrently with
+// switches to and from x; never removes an executor that holds x or is inside a switch (it may be
+// switching to x): the Linux 2023 hotplug bug and CVE-2025-37964. One heavy barrier per 1024
+// ids with candidates. Returns how many members it removed.
+template <class Barriers>
+std::uint32_t trim_holders(const registry& reg, holder_set& h, const context* x, const Barriers& b) noexcept {
+  // A member that holds x or is switching (odd seq: maybe to x) stays. acquire, both: pairs with
+  // the owner's release (1)/(5) and (4), so a seq read after its switch to x shows the slot too.
+  auto may_hold = [&](const executor_record& r) {
+#if defined(LAZYMM_MUTANT_TRIM_HOLDING)
+    return false;
+#endif
+#if defined(LAZYMM_MUTANT_TRIM_SWITCHING)
+    return r.slot.load(std::memory_order_acquire) == x;
+#endif
+    return (r.seq.load(std::memory_order_acquire) & 1u) || r.slot.load(std::memory_order_acquire) == x;
+  };
+  constexpr std::uint32_t span = 16;  // words per heavy barrier
+  std::uint64_t cleared[span];
+  std::uint32_t removed = 0;
+  const std::uint32_t n = h.words();
+  for (std::uint32_t base = 0; base < n; base += span) {
+    const std::uint32_t k = n - base < span ? n - base : span;
+    bool any = false;
+    for (std::uint32_t i = 0; i < k; ++i) {
+      std::atomic<std::uint64_t>& w = *h.word(base + i);
+      std::uint64_t gone = 0;
+      // acquire: pairs with the release set in (15): the member's record block is visible.
+      for (std::uint64_t bits = w.load(std::memory_order_acquire); bits; bits &= bits - 1) {
+        const std::uint32_t bit = static_cast<std::uint32_t>(__builtin_ctzll(bits));
+        if (!may_hold(*reg.at((base + i) * 64 + bit))) gone |= std::uint64_t{1} << bit;
+      }
+      // (17) seq_cst RMW: the clear that (15)'s load either sees or misses (then see (19)).
+      if (gone) w.fetch_and(~gone, std::memory_order_seq_cst);
+      cleared[i] = gone;
+      any = any || gone;
+    }
+    if (!any) continue;
+    // (18) heavy barrier. Matches A in every switch: an owner whose (15) load missed our clear has
+    // its odd seq (1) visible to (19), or its whole switch (4)-(5) is.
+#if !defined(LAZYMM_MUTANT_NO_TRIM_BARRIER)
+    b.heavy();
+#endif
+    for (std::uint32_t i = 0; i < k; ++i) {
+      std::uint64_t back = 0;
+      for (std::uint64_t bits = cleared[i]; bits; bits &= bits - 1) {
+        const std::uint32_t bit = static_cast<std::uint32_t>(__builtin_ctzll(bits));
+        // (19) as in may_hold. Either the owner's (15) saw our clear and set the bit again, or
+        // this sees its switch: put the bit back (a second set is harmless).
+        if (may_hold(*reg.at((base + i) * 64 + bit)))
+          back |= std::uint64_t{1} << bit;
+        else
+          ++removed;
+      }
+      if (back) h.word(base + i)->fetch_or(back, std::memory_order_relaxed);  // relaxed: as (15)'s set
+    }
+  }
+  return removed;
+}
 
 }  // namespace lazymm::detail

@@ -7,6 +7,7 @@
 
 #include <lazymm/backend.hpp>
 #include <lazymm/config.hpp>
+#include <lazymm/context.hpp>
 #include <lazymm/detail/protocol.hpp>
 
 #include <atomic>
@@ -59,6 +60,30 @@ struct context_set {
         return true;
     }
     return false;
+  }
+
+  // The members of each victim's holder set, one victim after another (a record in several sets
+  // is visited for each: the later visits find default, or another victim, in its slot), unless
+  // that visits more records than the registry has, or a set overflowed: then every record once.
+  template <class F>
+  void for_each_candidate(const registry& reg, F&& f) const {
+    std::size_t visits = 0;
+    bool walk_all = false;
+#if LAZYMM_NO_HOLDER_SET
+    walk_all = true;
+#endif
+    for (std::size_t i = 0; i < n && !walk_all; ++i) {
+      const holder_set& h = retire_link::holders(v[i]);
+      walk_all = h.overflow.load(std::memory_order_relaxed);  // relaxed: as (16) in for_each_member
+      for (std::uint32_t w = 0, k = h.words(); w < k && !walk_all; ++w)
+        visits += static_cast<std::size_t>(__builtin_popcountll(h.word(w)->load(std::memory_order_relaxed)));
+      walk_all = walk_all || visits > reg.size();
+    }
+    if (walk_all) {
+      for (executor_record* r = reg.head(); r; r = r->next) f(r);
+      return;
+    }
+    for (std::size_t i = 0; i < n; ++i) for_each_member(reg, retire_link::holders(v[i]), f);
   }
 };
 

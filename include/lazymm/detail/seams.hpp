@@ -15,6 +15,7 @@ enum class test_point : std::uint8_t {
   switch_after_slot_read,   // executor: slot read into prev; hooks not yet run
   reclaim_after_steal,      // reclaimer: steals done, heavy barrier not yet issued
   detach_before_unregister, // executor: lazy hold dropped, record still in the registry
+  holder_set_write,         // executor: about to set its bit in a context's holder set
 };
 
 namespace detail {

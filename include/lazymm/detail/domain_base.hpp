@@ -183,6 +183,7 @@ class domain_base {
     x->users_.store(-1, std::memory_order_relaxed);
     x->count_.store(-1, std::memory_order_relaxed);
 #endif
+    x->holders_.release();
     const auto free = x->ops_->free;
     // release: pairs with the acquire in check_destroyable(); all the above happens before a
     // domain destructor that sees the count.

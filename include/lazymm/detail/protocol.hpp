@@ -57,7 +57,7 @@ struct LAZYMM_CACHELINE_ALIGN executor_record {
 // Records come in blocks, so that an id names its record (registry::at) for rounds that visit
 // only a context's holder set. The most executors a domain can have: record_block x max_blocks.
 #if LAZYMM_GENMC
-inline constexpr std::uint32_t record_block = 4, max_record_blocks = 2;
+inline constexpr std::uint32_t record_block = 1, max_record_blocks = 8;  // no two attaches share a block
 #else
 inline constexpr std::uint32_t record_block = 64, max_record_blocks = 1024;
 #endif
@@ -157,37 +157,63 @@ class registry {
 // first executor that needs it (before its switch starts), sized for the registry then. An
 // executor whose id is beyond that array marks the set `overflow`, and rounds then walk every
 // record, as without a set.
+//
+// The GenMC build gives each executor a word of its own (bits_per_word 1, every id inline): two
+// executors' bits in one word multiply the executions of a harness by about 25 (the order of
+// their RMWs, and which of them each relaxed load reads), while the argument is per executor.
+#if LAZYMM_GENMC
+inline constexpr std::uint32_t holder_bits_per_word = 1, holder_inline_words = record_block * max_record_blocks;
+#else
+inline constexpr std::uint32_t holder_bits_per_word = 64, holder_inline_words = 1;
+#endif
+
 struct holder_set {
-  std::atomic<std::uint64_t> first{0};                     // ids 0..63
+  std::atomic<std::uint64_t> inline_words[holder_inline_words];  // ids 0..63 (GenMC: one word per id)
   std::atomic<std::atomic<std::uint64_t>*> more{nullptr};  // [0]: word count n; [1..n]: ids 64..
   std::atomic<bool> overflow{false};
 
-  holder_set() noexcept {}  // user-provided: GenMC must not see a zero-fill of the atomics
+  // User-provided, a loop: GenMC must not see a zero-fill of the atomics. Relaxed: not shared yet.
+  holder_set() noexcept {
+    for (auto& w : inline_words) w.store(0, std::memory_order_relaxed);
+  }
   holder_set(const holder_set&) = delete;
   holder_set& operator=(const holder_set&) = delete;
-  ~holder_set() { delete[] more.load(std::memory_order_relaxed); }  // at the free: nobody else looks
+  ~holder_set() { release(); }
+  // At the free (before on_free, which may keep the memory without destroying the object): no
+  // executor holds the context and no round or trim can look at it any more. Relaxed: as above.
+  void release() noexcept {
+    if (std::atomic<std::uint64_t>* m = more.load(std::memory_order_relaxed)) {  // not an RMW: nobody races
+      more.store(nullptr, std::memory_order_relaxed);
+      delete[] m;
+    }
+  }
 
-  // Word w (0: `first`), or null past the allocated words. acquire: pairs with the release CAS
-  // in reserve(); the word count is visible.
+  // Word w (the inline ones first), or null past the allocated words. acquire: pairs with the
+  // release CAS in reserve(); the word count is visible.
   std::atomic<std::uint64_t>* word(std::uint32_t w) const noexcept {
-    if (w == 0) return const_cast<std::atomic<std::uint64_t>*>(&first);
+    if (w < holder_inline_words) return const_cast<std::atomic<std::uint64_t>*>(&inline_words[w]);
     std::atomic<std::uint64_t>* m = more.load(std::memory_order_acquire);
+    w -= holder_inline_words - 1;
     return m && w <= m[0].load(std::memory_order_relaxed) ? m + w : nullptr;
   }
   std::uint32_t words() const noexcept {
     std::atomic<std::uint64_t>* m = more.load(std::memory_order_acquire);  // as in word()
-    return 1 + (m ? static_cast<std::uint32_t>(m[0].load(std::memory_order_relaxed)) : 0);
+    return holder_inline_words + (m ? static_cast<std::uint32_t>(m[0].load(std::memory_order_relaxed)) : 0);
+  }
+  static std::uint32_t word_of(std::uint32_t id) noexcept { return id / holder_bits_per_word; }
+  static std::uint64_t bit_of(std::uint32_t id) noexcept { return std::uint64_t{1} << (id % holder_bits_per_word); }
+  static std::uint32_t id_of(std::uint32_t word, std::uint64_t bits) noexcept {
+    return word * holder_bits_per_word + static_cast<std::uint32_t>(__builtin_ctzll(bits));
   }
 
   // Called by executor `id` before a real switch to the context (not inside it: it may allocate,
   // and a reclaimer may be waiting for the switch to end). `ids`: the registry's size now.
   void reserve(std::uint32_t id, std::uint32_t ids) noexcept {
 #if LAZYMM_GENMC
-    (void)id, (void)ids;  // a model has fewer than 64 executors (and GenMC no array new)
-    static_assert(record_block * max_record_blocks <= 64);
+    (void)id, (void)ids;  // every id of a model is inline (and GenMC has no array new)
     return;
 #endif
-    if (id < 64 || more.load(std::memory_order_relaxed)) return;  // relaxed: word() acquires
+    if (word_of(id) < holder_inline_words || more.load(std::memory_order_relaxed)) return;  // relaxed: word() acquires
     // Room for twice the executors attached now, so a growing pool rarely overflows.
     const std::uint32_t n = (2 * (ids > id ? ids : id + 1) + 63) / 64;
     auto* m = new (std::nothrow) std::atomic<std::uint64_t>[n + 1];
@@ -215,13 +241,13 @@ struct holder_set {
 // and puts the bit back. Reading the bit before (1)-(2) breaks this (CVE-2025-40174 in x86's
 // conditional mm_cpumask update; mutant HOLDER_TEST_BEFORE_FENCE).
 inline void note_holder(holder_set& h, std::uint32_t id) noexcept {
-  std::atomic<std::uint64_t>* w = h.word(id / 64);
+  std::atomic<std::uint64_t>* w = h.word(holder_set::word_of(id));
   if (!w) {
     // Relaxed: ordered before the round as the bit is (above); trims never clear it.
     if (!h.overflow.load(std::memory_order_relaxed)) h.overflow.store(true, std::memory_order_relaxed);
     return;
   }
-  const std::uint64_t bit = std::uint64_t{1} << (id % 64);
+  const std::uint64_t bit = holder_set::bit_of(id);
   // Relaxed load: ordered by (1)-(2) against a trim, and by the drops against the round.
   if (w->load(std::memory_order_relaxed) & bit) return;
   LAZYMM_TEST_POINT(holder_set_write, id);
@@ -241,7 +267,7 @@ void for_each_member(const registry& reg, const holder_set& h, F&& f) {
   for (std::uint32_t w = 0; w < n; ++w) {
     for (std::uint64_t bits = h.word(w)->load(std::memory_order_relaxed); bits; bits &= bits - 1) {
       // A member's record exists: its attach happened before its switch, which happened before us.
-      f(reg.at(w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits))));
+      f(reg.at(holder_set::id_of(w, bits)));
     }
   }
 }
@@ -301,8 +327,8 @@ template <bool Steals, class Barriers, class Hooks>
 #if defined(LAZYMM_MUTANT_HOLDER_SET_AFTER_SLOT)
     if (holders) {
       LAZYMM_TEST_POINT(holder_set_write, r.id);
-      if (auto* w = holders->word(r.id / 64))
-        w->fetch_or(std::uint64_t{1} << (r.id % 64), std::memory_order_release);
+      if (auto* w = holders->word(holder_set::word_of(r.id)))
+        w->fetch_or(holder_set::bit_of(r.id), std::memory_order_release);
       else
         holders->overflow.store(true, std::memory_order_relaxed);
     }
@@ -461,7 +487,7 @@ std::uint32_t trim_holders(const registry& reg, holder_set& h, const context* x,
 #endif
     return (r.seq.load(std::memory_order_acquire) & 1u) || r.slot.load(std::memory_order_acquire) == x;
   };
-  constexpr std::uint32_t span = 16;  // words per heavy barrier
+  constexpr std::uint32_t span = 16;  // words per heavy barrier (1024 ids)
   std::uint64_t cleared[span];
   std::uint32_t removed = 0;
   const std::uint32_t n = h.words();
@@ -472,10 +498,8 @@ std::uint32_t trim_holders(const registry& reg, holder_set& h, const context* x,
       std::atomic<std::uint64_t>& w = *h.word(base + i);
       std::uint64_t gone = 0;
       // acquire: pairs with the release set in (15): the member's record block is visible.
-      for (std::uint64_t bits = w.load(std::memory_order_acquire); bits; bits &= bits - 1) {
-        const std::uint32_t bit = static_cast<std::uint32_t>(__builtin_ctzll(bits));
-        if (!may_hold(*reg.at((base + i) * 64 + bit))) gone |= std::uint64_t{1} << bit;
-      }
+      for (std::uint64_t bits = w.load(std::memory_order_acquire); bits; bits &= bits - 1)
+        if (!may_hold(*reg.at(holder_set::id_of(base + i, bits)))) gone |= bits & (~bits + 1);  // the lowest bit
       // (17) seq_cst RMW: the clear that (15)'s load either sees or misses (then see (19)).
       if (gone) w.fetch_and(~gone, std::memory_order_seq_cst);
       cleared[i] = gone;
@@ -490,11 +514,10 @@ std::uint32_t trim_holders(const registry& reg, holder_set& h, const context* x,
     for (std::uint32_t i = 0; i < k; ++i) {
       std::uint64_t back = 0;
       for (std::uint64_t bits = cleared[i]; bits; bits &= bits - 1) {
-        const std::uint32_t bit = static_cast<std::uint32_t>(__builtin_ctzll(bits));
         // (19) as in may_hold. Either the owner's (15) saw our clear and set the bit again, or
         // this sees its switch: put the bit back (a second set is harmless).
-        if (may_hold(*reg.at((base + i) * 64 + bit)))
-          back |= std::uint64_t{1} << bit;
+        if (may_hold(*reg.at(holder_set::id_of(base + i, bits))))
+          back |= bits & (~bits + 1);
         else
           ++removed;
       }

@@ -307,6 +307,8 @@ class domain final : public detail::domain_base {
   // The child has one thread, the one that forked: every other thread's record is released
   // (nothing waits on their odd seq), and their managed entries are freed.
   void at_fork_child() noexcept override {
+    // Relaxed: the child has one thread, and the prepare handler's lock ordered every attach
+    // and detach that it did not interrupt before the fork.
     for (auto* r = registry_.head(); r; r = r->next)
       if (r->in_use.load(std::memory_order_relaxed) && !owned_here(r)) release_record(r);
     for (detail::managed_entry* e = managed_; e;) {

@@ -293,12 +293,14 @@ class domain final : public detail::domain_base {
 
 #if !LAZYMM_GENMC
   // fork(), under the process lock (detail/process.hpp). A batched domain's reclaim lock is
-  // taken in prepare (a reclaim running on another thread finishes first, so the child never
+  // taken in prepare (tried; process::atfork_prepare retries until every domain's is free: a
+  // reclaim running on another thread finishes first, so the child never
   // inherits a queue half taken by a thread it does not have), unless this very thread holds it
   // (a fork from a hook that its reclaim runs): the child's thread then goes on with that reclaim.
-  void at_fork_prepare() noexcept override {
+  bool at_fork_prepare() noexcept override {
     if constexpr (Policy::batches)
-      if (reclaiming_ != this) batch_.q.lock();
+      if (reclaiming_ != this) return batch_.q.try_lock();
+    return true;
   }
   void at_fork_parent() noexcept override {
     if constexpr (Policy::batches)

@@ -322,8 +322,9 @@ TYPED_TEST(runtime_test, a_forked_child_does_not_wait_for_a_thread_caught_inside
         return true;
       });
       EXPECT_EQ(status, 0);
+      p.resume();
+      t.join();  // before p dies: the paused thread still reads it as it wakes
     }
-    t.join();
   }
 }
 
@@ -596,8 +597,8 @@ TYPED_TEST(runtime_test, a_steal_inside_the_holders_switch_runs_on_stolen_there_
       ASSERT_TRUE(eventually([&] { return d.stats().waits >= 1; }));
       p.resume();
       drop.join();
+      t.join();  // before p dies: the paused thread still reads it as it wakes
     }
-    t.join();
     EXPECT_EQ(seen_in_switch, 1u);
     EXPECT_EQ(g_stolen.size(), 1u);
     EXPECT_EQ(this->log.count(event_log::deactivate, 1), 0);

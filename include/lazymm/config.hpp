@@ -51,9 +51,12 @@
 // only what GenMC cannot compile or run: the membarrier syscall (both barriers become seq_cst
 // fences: the backend's contract), the futex sleep (a plain acquire spin), std::string (the
 // mechanism reason), std::thread::id (owner checks use pthread_self), the pause instruction,
-// the over-aligned record padding, the printing in fatal errors (an assert), and two sizes: one
-// record per registry block and one holder-set word per executor (shared blocks and shared words
-// multiply the executions without adding to what the harnesses check). The atomics,
+// the over-aligned record padding and the printing in fatal errors (an assert); it leaves out
+// what is not protocol and has no second thread: the executor statistics counters, the
+// in-switch flag (signal handlers), drop-latency timing, and thread exit and fork handling
+// (thread_executor(), pthread_atfork); and it uses two smaller sizes: one record per registry
+// block and one holder-set word per executor (shared blocks and shared words multiply the
+// executions without adding to what the harnesses check). The atomics,
 // their orders, the fences and the control flow of the switch, the round, the references and
 // the registry are the same code in both builds. Never set it in a real build.
 #ifndef LAZYMM_GENMC

@@ -6,8 +6,9 @@
 //               hold the context lazily: the kernel's idle CPUs with a lazy active_mm.
 //   drop_busy   B = 1 .. cores executors that hold the context lazily while running context-free
 //               work (spinning): a membarrier must interrupt them.
-// Between two timed drops (untimed) the benchmark makes a new context and has every executor
-// switch to it and go lazy. Variants: the six lazymm policy x backend pairs, and "membarrier.call":
+// Between two timed drops (untimed) the benchmark makes a new context and has every holding
+// executor switch to it and go lazy (holding = 1: all; 0: none; 2: the first `holders`); the
+// executors that do not hold stay parked for the whole benchmark, registered and never woken. Variants: the six lazymm policy x backend pairs, and "membarrier.call":
 // one bare membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) timed under the same conditions (same
 // executors, same lazy holds), the unit the targets are stated in.
 //
@@ -79,18 +80,22 @@ struct drop_bench {
   static inline std::atomic<std::uint32_t> gen{0};  // bumped to hand out a new context (or stop)
   static inline std::atomic<int> armed{0};          // workers done with the current generation
   static inline std::atomic<bool> stop{false};
+  // Arrivals wait_armed() waits for: every worker at the start, then the holders only (the others
+  // stay parked on `quit` for the whole benchmark, registered and idle, never woken).
+  static inline int expected = 0;
+  static inline std::atomic<std::uint32_t> quit{0};
   // Written by the benchmark thread before it bumps gen (release), read by workers after they
   // see the bump (acquire).
   static inline const lazymm::owning_ref<bench_ctx>* offer = nullptr;
 
   static void arrive() noexcept {
     // release: pairs with the acquire in wait_armed(); the worker's lazy hold is in place.
-    if (armed.fetch_add(1, std::memory_order_release) + 1 == nworkers) armed.notify_one();
+    if (armed.fetch_add(1, std::memory_order_release) + 1 == expected) armed.notify_one();
   }
 
   static void wait_armed() noexcept {
     // acquire: pairs with the release in arrive().
-    for (int a; (a = armed.load(std::memory_order_acquire)) != nworkers;) armed.wait(a, std::memory_order_acquire);
+    for (int a; (a = armed.load(std::memory_order_acquire)) != expected;) armed.wait(a, std::memory_order_acquire);
     // relaxed: no worker touches armed again until the next gen bump, which is a release.
     armed.store(0, std::memory_order_relaxed);
   }
@@ -101,6 +106,11 @@ struct drop_bench {
     std::uint64_t acc = 0;
     std::uint32_t seen = 0;
     arrive();
+    if (!hold) {
+      // acquire: pairs with the release store in teardown(); a registered, parked non-holder.
+      while (quit.load(std::memory_order_acquire) == 0) park(quit, 0);
+      return;
+    }
     for (;;) {
       // acquire: pairs with the release bump in publish(); makes `offer` and `stop` visible.
       if (busy)
@@ -112,12 +122,10 @@ struct drop_bench {
       seen = g;
       // relaxed: ordered by the acquire on gen (stop is set before the release bump).
       if (stop.load(std::memory_order_relaxed)) break;
-      if (hold) {
-        const auto task = *offer;  // a task of the new context
-        ex.switch_to(task);
-        tiny_work(task.get(), acc);
-        ex.go_lazy();  // the task ends; the executor keeps the context lazily
-      }
+      const auto task = *offer;  // a task of the new context
+      ex.switch_to(task);
+      tiny_work(task.get(), acc);
+      ex.go_lazy();  // the task ends; the executor keeps the context lazily
       arrive();
     }
   }
@@ -138,12 +146,17 @@ struct drop_bench {
     gen.store(0, std::memory_order_relaxed);       // no worker yet
     armed.store(0, std::memory_order_relaxed);     // as above
     stop.store(false, std::memory_order_relaxed);  // as above
+    quit.store(0, std::memory_order_relaxed);      // as above
+    expected = nworkers;
     workers.reserve(static_cast<std::size_t>(nworkers));
     for (int i = 0; i < nworkers; ++i) workers.emplace_back(&drop_bench::worker);
     wait_armed();  // every worker attached
+    expected = holders;  // read by holders after the next release bump of gen
   }
 
   static void teardown(const benchmark::State&) {
+    quit.store(1, std::memory_order_release);  // pairs with the non-holders' acquire load
+    unpark_all(quit);
     stop.store(true, std::memory_order_relaxed);  // published by the release in publish()
     publish();
     for (auto& t : workers) t.join();
@@ -171,7 +184,7 @@ struct drop_bench {
       publish();
       wait_armed();
       // Untimed: give the last executors to arrive time to park again (idle means off-CPU).
-      if (!busy) std::this_thread::sleep_for(std::chrono::microseconds(50 + nworkers / 4));
+      if (!busy) std::this_thread::sleep_for(std::chrono::microseconds(50 + holders / 4));
       // The paired unit: one bare membarrier call in the same iteration, alternately just before
       // and just after the drop, so that both see the same executors in the same state (the
       // executors stay parked or busy either way). membarrier.call rows time only this.

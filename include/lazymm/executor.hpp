@@ -142,6 +142,7 @@ class executor : private detail::executor_link {
     // Relaxed: ordered by the acquire in registry::attach; only we write them from now on.
     seq_ = rec->seq.load(std::memory_order_relaxed);
     generation_ = rec->generation.load(std::memory_order_relaxed);
+    holder_bit_ = detail::holder_set::bit_of(rec->id);
     held_ = &d.default_;
     held_ops_ = d.default_.ops_;
     next_on_thread = this_thread;
@@ -214,17 +215,15 @@ class executor : private detail::executor_link {
     // Refcount: the slot's reference on next, taken before the slot holds it. Made from the
     // caller's owning reference, which keeps the count above zero.
     if (counted) structural_kind::acquire(next);
-    // Shootdown: next's holder set, with room for our bit (allocated here, outside the switch,
-    // the first time an executor id >= 64 runs next).
-    detail::holder_set* holders = nullptr;
+    // Shootdown: our word in next's holder set (for an id >= 64, allocated here, outside the
+    // switch, the first time such an executor runs next).
+    std::atomic<std::uint64_t>* holder_word = nullptr;
 #if !LAZYMM_NO_HOLDER_SET
-    if (steals && next != &dom->default_) {
-      holders = &next->holders_;
-      holders->reserve(rec->id, dom->registry_.size());
-    }
+    if (steals && next != &dom->default_)
+      holder_word = next->holders_.word_for(rec->id, [this] { return dom->registry_.size(); });
 #endif
     set_in_switch(true);  // a final drop on this thread from now on is a signal handler's
-    context* prev = detail::switch_slot<steals>(*rec, seq_, next, holders, barriers_, [&](context* p) {
+    context* prev = detail::switch_slot<steals>(*rec, seq_, next, holder_word, holder_bit_, barriers_, [&](context* p) {
       const executor_id me{rec->id, generation_};
       in_hooks = true;
       // p != held_: p is the default context, put there by a steal since our last switch (before
@@ -249,6 +248,7 @@ class executor : private detail::executor_link {
   detail::barriers<typename Domain::backend> barriers_;
   std::uint32_t seq_ = 0;         // our copy of rec->seq (only the owner writes it)
   std::uint32_t generation_ = 0;  // our incarnation of the record
+  std::uint64_t holder_bit_ = 0;  // our bit in a holder-set word (detail::holder_set)
   bool lazy_ = false;             // informational: go_lazy() since the last switch
   // What we last stored in the slot, and its hooks: a private copy, so that a steal (which
   // leaves the default context in the slot) is seen by a compare, and its static on_stolen can

@@ -207,7 +207,26 @@ struct holder_set {
   }
 
   // Called by executor `id` before a real switch to the context (not inside it: it may allocate,
-  // and a reclaimer may be waiting for the switch to end). `ids`: the registry's size now.
+  // and a reclaimer may be waiting for the switch to end): the word that holds id's bit, or null
+  // after marking the set overflowed (id past the array, or no memory). ids() reads the
+  // registry's size, only when the array is needed.
+  template <class Ids>
+  [[gnu::always_inline]] std::atomic<std::uint64_t>* word_for(std::uint32_t id, Ids&& ids) noexcept {
+    const std::uint32_t w = word_of(id);
+    if (w < holder_inline_words) [[likely]]
+      return &inline_words[w];
+    return outer_word(id, ids());
+  }
+
+ private:
+  [[gnu::noinline]] std::atomic<std::uint64_t>* outer_word(std::uint32_t id, std::uint32_t ids) noexcept {
+    reserve(id, ids);
+    if (std::atomic<std::uint64_t>* w = word(word_of(id))) return w;
+    // Relaxed: ordered before the round as the bits are (note_holder); trims never clear it.
+    if (!overflow.load(std::memory_order_relaxed)) overflow.store(true, std::memory_order_relaxed);
+    return nullptr;
+  }
+
   void reserve(std::uint32_t id, std::uint32_t ids) noexcept {
 #if LAZYMM_GENMC
     (void)id, (void)ids;  // every id of a model is inline (and GenMC has no array new)
@@ -240,19 +259,15 @@ struct holder_set {
 // clear (and we set the bit again), or the trim sees our odd seq, or later our slot store (4),
 // and puts the bit back. Reading the bit before (1)-(2) breaks this (CVE-2025-40174 in x86's
 // conditional mm_cpumask update; mutant HOLDER_TEST_BEFORE_FENCE).
-inline void note_holder(holder_set& h, std::uint32_t id) noexcept {
-  std::atomic<std::uint64_t>* w = h.word(holder_set::word_of(id));
-  if (!w) {
-    // Relaxed: ordered before the round as the bit is (above); trims never clear it.
-    if (!h.overflow.load(std::memory_order_relaxed)) h.overflow.store(true, std::memory_order_relaxed);
-    return;
-  }
-  const std::uint64_t bit = holder_set::bit_of(id);
+// `w` and `bit`: the executor's word and bit (holder_set::word_for, before the switch).
+[[gnu::always_inline]] inline void note_holder(std::atomic<std::uint64_t>& w, std::uint64_t bit,
+                                               [[maybe_unused]] std::uint32_t id) noexcept {
   // Relaxed load: ordered by (1)-(2) against a trim, and by the drops against the round.
-  if (w->load(std::memory_order_relaxed) & bit) return;
+  if (w.load(std::memory_order_relaxed) & bit) [[likely]]
+    return;
   LAZYMM_TEST_POINT(holder_set_write, id);
   // release: a trim that reads the bit (acquire) finds our record (registry::at).
-  w->fetch_or(bit, std::memory_order_release);
+  w.fetch_or(bit, std::memory_order_release);
 }
 
 // Calls f(record) for each member of h (in id order), or for every record if h overflowed.
@@ -276,8 +291,8 @@ void for_each_member(const registry& reg, const holder_set& h, F&& f) {
 
 // Switches the owner's record from its slot to `next`; returns the context it switched away
 // from (read at (3): a stolen slot reads the default context). `seq` is the owner's private
-// copy of r.seq. `holders`: next's holder set (null for the default context), reserved for r.id
-// before the call. `hooks(prev)` runs deactivate/activate. Steals: whether the policy steals
+// copy of r.seq. `holder_word`, `holder_bit`: r's bit in next's holder set (null: the default
+// context, or an overflowed set), found before the call. `hooks(prev)` runs deactivate/activate. Steals: whether the policy steals
 // (otherwise (1), (2), (5), (12) and the holder set are not needed: nobody waits on seq, and no
 // round looks for holders).
 //
@@ -287,7 +302,8 @@ void for_each_member(const registry& reg, const holder_set& h, F&& f) {
 // call (a real switch took 5.5 ns instead of 3 ns in a microbenchmark on the 2-core VM).
 template <bool Steals, class Barriers, class Hooks>
 [[gnu::always_inline]] inline context* switch_slot(executor_record& r, std::uint32_t& seq, context* next,
-                                                   holder_set* holders, const Barriers& b, Hooks&& hooks) noexcept {
+                                                   std::atomic<std::uint64_t>* holder_word, std::uint64_t holder_bit,
+                                                   const Barriers& b, Hooks&& hooks) noexcept {
   const std::uint32_t s = seq + 1;
   if constexpr (Steals) {
     // (1) A: odd seq. release: whatever a waiter's (8) reads from now on is a release store of
@@ -300,14 +316,14 @@ template <bool Steals, class Barriers, class Hooks>
 #endif
     // (2) A: light barrier; orders (1) before (3) against the reclaimer's heavy barrier (7).
 #if defined(LAZYMM_MUTANT_HOLDER_TEST_BEFORE_FENCE)
-    if (holders) note_holder(*holders, r.id);
+    if (holder_word) note_holder(*holder_word, holder_bit, r.id);
 #endif
 #if !defined(LAZYMM_MUTANT_NO_LIGHT_FENCE)
     b.light();
 #endif
     // (15) after (2): see note_holder.
 #if !defined(LAZYMM_MUTANT_HOLDER_TEST_BEFORE_FENCE) && !defined(LAZYMM_MUTANT_HOLDER_SET_AFTER_SLOT)
-    if (holders) note_holder(*holders, r.id);
+    if (holder_word) note_holder(*holder_word, holder_bit, r.id);
 #endif
   }
   LAZYMM_TEST_POINT(switch_before_slot_read, r.id);
@@ -325,12 +341,9 @@ template <bool Steals, class Barriers, class Hooks>
 #endif
   if constexpr (Steals) {
 #if defined(LAZYMM_MUTANT_HOLDER_SET_AFTER_SLOT)
-    if (holders) {
+    if (holder_word) {
       LAZYMM_TEST_POINT(holder_set_write, r.id);
-      if (auto* w = holders->word(holder_set::word_of(r.id)))
-        w->fetch_or(holder_set::bit_of(r.id), std::memory_order_release);
-      else
-        holders->overflow.store(true, std::memory_order_relaxed);
+      holder_word->fetch_or(holder_bit, std::memory_order_release);
     }
 #endif
     // (5) release: pairs with the acquire wait (8): the switch is over.

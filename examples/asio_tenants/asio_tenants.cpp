@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
         default:  // a context-free completion (timer, I/O) that runs a task of a inline
           asio::post(pool, [&, a = std::move(a)]() mutable {
             dom.thread_executor().go_lazy();  // context-free work: whatever is loaded stays, lazily
-            tenants::idle_point(dom);
+            tenants::idle_point(dom, dom.thread_executor());
             asio::dispatch(pool, with_tenant(dom, std::move(a), [&](const tenant_ref& t) {
                              tenants::task_body(dom, t, true);
                            }));

@@ -82,10 +82,10 @@ class domain {
     return d_.template make<T>(static_cast<A&&>(a)...);
   }
   executor_type& thread_executor() {
-    thread_local std::unique_ptr<executor_type> mine;  // detaches at thread exit
-    if (!mine) mine = std::make_unique<executor_type>(d_);
-    return *mine;
+    if (!mine()) mine() = std::make_unique<executor_type>(d_);
+    return *mine();
   }
+  executor_type* find_thread_executor() noexcept { return mine().get(); }
   domain_stats stats() const noexcept { return d_.stats(); }
   std::int64_t live_contexts() const noexcept { return d_.live_contexts(); }
   const context* default_context() const noexcept { return d_.default_context(); }
@@ -93,6 +93,10 @@ class domain {
   lazymm::drop_latency drop_latency() const noexcept { return {}; }
 
  private:
+  static std::unique_ptr<executor_type>& mine() noexcept {
+    thread_local std::unique_ptr<executor_type> ex;  // detaches at thread exit
+    return ex;
+  }
   lazymm::domain<Policy> d_;
 };
 

@@ -111,8 +111,7 @@ inline void task_body(domain_type& dom, const tenant_ref& t, bool nested) noexce
 
 // Where a worker is between tasks (idle, polling, back in the scheduler): the cheap poll. If the
 // slot was stolen, on_stolen runs here and the thread-bound state is undone; check that it is.
-inline void idle_point(domain_type& dom) noexcept {
-  executor_type& ex = dom.thread_executor();
+inline void idle_point(domain_type& dom, executor_type& ex) noexcept {
   const bool was_default = ex.loaded() == dom.default_context();  // read first: see docs/integration.md
   ex.poll_stolen();
   if (!was_default) return;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <type_traits>
+#include <utility>
 
 namespace lazymm {
 
@@ -82,10 +83,13 @@ class domain {
     return d_.template make<T>(static_cast<A&&>(a)...);
   }
   executor_type& thread_executor() {
-    if (!mine()) mine() = std::make_unique<executor_type>(d_);
-    return *mine();
+    if (!mine) {
+      thread_local holder h;  // detaches at thread exit; mine stays readable (null) after that
+      mine = new executor_type(d_);
+    }
+    return *mine;
   }
-  executor_type* find_thread_executor() noexcept { return mine().get(); }
+  executor_type* find_thread_executor() noexcept { return mine; }
   domain_stats stats() const noexcept { return d_.stats(); }
   std::int64_t live_contexts() const noexcept { return d_.live_contexts(); }
   const context* default_context() const noexcept { return d_.default_context(); }
@@ -93,10 +97,10 @@ class domain {
   lazymm::drop_latency drop_latency() const noexcept { return {}; }
 
  private:
-  static std::unique_ptr<executor_type>& mine() noexcept {
-    thread_local std::unique_ptr<executor_type> ex;  // detaches at thread exit
-    return ex;
-  }
+  struct holder {
+    ~holder() { delete std::exchange(mine, nullptr); }
+  };
+  inline static thread_local executor_type* mine = nullptr;
   lazymm::domain<Policy> d_;
 };
 

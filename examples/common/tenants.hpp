@@ -89,7 +89,8 @@ using tenant_ref = lazymm::owning_ref<tenant>;
 inline bool inject_race = false;  // --inject-race: tasks write tenant::racy unsynchronised
 
 // Checks that t is loaded on this thread's executor and that the thread-bound state is t's.
-inline void check_loaded(domain_type& dom, const tenant_ref& t, const char* where) noexcept {
+// Not inlined: a fiber that calls it may have moved to another thread since its last call.
+[[gnu::noinline]] inline void check_loaded(domain_type& dom, const tenant_ref& t, const char* where) noexcept {
   executor_type& ex = dom.thread_executor();
   the_books.checks.fetch_add(1, std::memory_order_relaxed);
   if (ex.loaded() == t.get() && bound() == t.get())
@@ -101,7 +102,7 @@ inline void check_loaded(domain_type& dom, const tenant_ref& t, const char* wher
 }
 
 // The body of every task of tenant t, top-level or nested, whatever runs it: checks, then works.
-inline void task_body(domain_type& dom, const tenant_ref& t, bool nested) noexcept {
+[[gnu::noinline]] inline void task_body(domain_type& dom, const tenant_ref& t, bool nested) noexcept {
   check_loaded(dom, t, nested ? "nested task" : "task");
   t->served.fetch_add(1, std::memory_order_relaxed);
   if (inject_race) ++t->racy;
@@ -172,7 +173,8 @@ inline int finish(const char* name, domain_type& dom, std::uint64_t tasks_posted
     fail("%llu steals, on_evict ran %llu times", static_cast<unsigned long long>(s.steals),
          static_cast<unsigned long long>(b.evicted.load(rx)));
   const auto stolen = b.stolen.load(rx);
-  if (holders_joined ? stolen != s.steals : stolen > s.steals)
+  // (The shim polls before its detach, so a steal in between goes unseen: at most once there.)
+  if (holders_joined && !TENANTS_SHIM ? stolen != s.steals : stolen > s.steals)
     fail("%llu steals, on_stolen ran %llu times", static_cast<unsigned long long>(s.steals),
          static_cast<unsigned long long>(stolen));
   const lazymm::drop_latency d = dom.drop_latency();

@@ -138,7 +138,7 @@ inline mechanism_choice refused(const char* step, int err) {
                     (err == ENOSYS ? "ENOSYS" : err == EPERM ? "EPERM" : err == EINVAL ? "EINVAL"
                                                                                        : std::strerror(err));
 #if LAZYMM_REQUIRE_MEMBARRIER
-  fail("%s, and LAZYMM_REQUIRE_MEMBARRIER is set", why.c_str());
+  abort_with("%s, and LAZYMM_REQUIRE_MEMBARRIER is set", why.c_str());
 #endif
   return {mechanism::fence, why + "; falling back to fences"};
 }
@@ -154,7 +154,7 @@ mechanism_choice choose_mechanism() {
     static_assert(std::is_same_v<B, membarrier_backend>, "lazymm: unknown backend");
 #if LAZYMM_NO_MEMBARRIER
 #if LAZYMM_REQUIRE_MEMBARRIER
-    fail("LAZYMM_NO_MEMBARRIER and LAZYMM_REQUIRE_MEMBARRIER are both set");
+    abort_with("LAZYMM_NO_MEMBARRIER and LAZYMM_REQUIRE_MEMBARRIER are both set");
 #endif
     return {mechanism::fence, "membarrier disabled at compile time (LAZYMM_NO_MEMBARRIER)"};
 #elif LAZYMM_TSAN
@@ -164,7 +164,7 @@ mechanism_choice choose_mechanism() {
 #else
     if (const char* env = std::getenv("LAZYMM_NO_MEMBARRIER"); env && *env && std::strcmp(env, "0") != 0) {
 #if LAZYMM_REQUIRE_MEMBARRIER
-      fail("LAZYMM_NO_MEMBARRIER is set in the environment and LAZYMM_REQUIRE_MEMBARRIER at compile time");
+      abort_with("LAZYMM_NO_MEMBARRIER is set in the environment and LAZYMM_REQUIRE_MEMBARRIER at compile time");
 #endif
       return {mechanism::fence, "membarrier disabled by the environment (LAZYMM_NO_MEMBARRIER)"};
     }

@@ -41,6 +41,7 @@ struct context_ops {
   void (*deactivate)(context*, const executor_id&) noexcept;
   void (*teardown)(context*) noexcept;
   void (*evict)(context*, const executor_id&) noexcept;
+  void (*stolen)(const executor_id&) noexcept;  // static: the context may be gone when it runs
   void (*free)(context*) noexcept;  // never null: defaults to `delete`
   std::string_view type_name;
 };
@@ -79,6 +80,8 @@ class context {
   friend class domain;
   template <class>
   friend class executor;
+  template <class>
+  friend class scoped_switch;
   friend class detail::domain_base;
   template <class, class>
   friend class ref;
@@ -105,13 +108,19 @@ struct retire_link {
 
 // ---- hooks --------------------------------------------------------------------------------
 // All optional, detected at compile time, and noexcept (a hook that throws would leave a switch
-// or a final drop half done):
+// or a final drop half done). Hooks must be public: a hook that T declares (or inherits) but that
+// lazymm cannot call (private, protected, ambiguous) is a compile error, except in a `final` T,
+// where the language gives no way to find it (it is then silently never called).
 //   void on_activate(executor_id) noexcept    owner executor, inside a switch to this context
 //   void on_deactivate(executor_id) noexcept  owner executor, inside a switch away from it
 //   void on_teardown() noexcept               owning count reached zero (exactly once)
 //   void on_evict(executor_id) noexcept       a reclaimer stole this context from that
 //                                             executor's slot (runs on the reclaimer thread)
-//   static void on_free(T*) noexcept          releases the memory (default: delete)
+//   static void on_stolen(executor_id) noexcept  the same steal, seen by the evicted executor on
+//                                             its own thread, where on_deactivate would have run
+//                                             (static: the context may be freed by then)
+//   static void on_free(T*) noexcept          releases the memory (default: delete); declared
+//                                             for T itself (an inherited on_free(Base*) is refused)
 namespace detail {
 
 template <class T>
@@ -123,7 +132,14 @@ concept has_on_teardown = requires(T& t) { t.on_teardown(); };
 template <class T>
 concept has_on_evict = requires(T& t, executor_id e) { t.on_evict(e); };
 template <class T>
-concept has_on_free = requires(T* p) { T::on_free(p); };
+concept has_on_stolen = requires(const executor_id& e) { T::on_stolen(e); };
+// Exactly T::on_free(T*): an inherited static on_free(Base*) would be callable with a T* too, and
+// would destroy a Base, skipping T's destructor.
+template <class T>
+concept has_on_free = requires(T* p) {
+  T::on_free(p);
+  static_cast<void (*)(T*)>(&T::on_free);
+};
 
 // A member with the hook's name that is not callable as the hook: a typo in the signature.
 template <class T>
@@ -135,7 +151,43 @@ concept names_on_teardown = requires { &T::on_teardown; };
 template <class T>
 concept names_on_evict = requires { &T::on_evict; };
 template <class T>
+concept names_on_stolen = requires { &T::on_stolen; };
+template <class T>
 concept names_on_free = requires { &T::on_free; };
+
+// Whether T declares or inherits a member of that name, whatever its access: a probe derived
+// from T and from a mixin that declares the name finds it ambiguously iff T has it too (access is
+// checked after name lookup). A final T cannot be derived from: nothing is found there.
+#define LAZYMM_DECLARES_HOOK(hook)                                                  \
+  struct declares_##hook##_mixin {                                                  \
+    void hook();                                                                    \
+  };                                                                                \
+  template <class T>                                                                \
+  struct declares_##hook##_probe : T, declares_##hook##_mixin {};                   \
+  template <class T>                                                                \
+  constexpr bool declares_##hook() {                                                \
+    if constexpr (std::is_final_v<T>)                                               \
+      return false;                                                                 \
+    else                                                                            \
+      return !requires { &declares_##hook##_probe<T>::hook; };                      \
+  }
+LAZYMM_DECLARES_HOOK(on_activate)
+LAZYMM_DECLARES_HOOK(on_deactivate)
+LAZYMM_DECLARES_HOOK(on_teardown)
+LAZYMM_DECLARES_HOOK(on_evict)
+LAZYMM_DECLARES_HOOK(on_stolen)
+LAZYMM_DECLARES_HOOK(on_free)
+#undef LAZYMM_DECLARES_HOOK
+
+// Every hook T declares can be named by lazymm (a private or protected hook would silently
+// never be called).
+template <class T>
+constexpr bool hooks_accessible() {
+  return (!declares_on_activate<T>() || names_on_activate<T>) &&
+         (!declares_on_deactivate<T>() || names_on_deactivate<T>) &&
+         (!declares_on_teardown<T>() || names_on_teardown<T>) && (!declares_on_evict<T>() || names_on_evict<T>) &&
+         (!declares_on_stolen<T>() || names_on_stolen<T>) && (!declares_on_free<T>() || names_on_free<T>);
+}
 
 template <class T>
 constexpr bool hooks_noexcept() {
@@ -144,6 +196,7 @@ constexpr bool hooks_noexcept() {
   if constexpr (has_on_deactivate<T>) ok = ok && noexcept(std::declval<T&>().on_deactivate(executor_id{}));
   if constexpr (has_on_teardown<T>) ok = ok && noexcept(std::declval<T&>().on_teardown());
   if constexpr (has_on_evict<T>) ok = ok && noexcept(std::declval<T&>().on_evict(executor_id{}));
+  if constexpr (has_on_stolen<T>) ok = ok && noexcept(T::on_stolen(executor_id{}));
   if constexpr (has_on_free<T>) ok = ok && noexcept(T::on_free(std::declval<T*>()));
   return ok;
 }
@@ -152,7 +205,8 @@ template <class T>
 constexpr bool hooks_well_formed() {
   return (!names_on_activate<T> || has_on_activate<T>) && (!names_on_deactivate<T> || has_on_deactivate<T>) &&
          (!names_on_teardown<T> || has_on_teardown<T>) && (!names_on_evict<T> || has_on_evict<T>) &&
-         (!names_on_free<T> || has_on_free<T>) && hooks_noexcept<T>();
+         (!names_on_stolen<T> || has_on_stolen<T>) && (!names_on_free<T> || has_on_free<T>) &&
+         hooks_accessible<T>() && hooks_noexcept<T>();
 }
 
 }  // namespace detail
@@ -176,8 +230,14 @@ void check_context_type() {
   static_assert(!names_on_teardown<T> || has_on_teardown<T>, "lazymm: on_teardown must be callable as on_teardown()");
   static_assert(!names_on_evict<T> || has_on_evict<T>,
                 "lazymm: on_evict must be callable as on_evict(lazymm::executor_id)");
+  static_assert(!names_on_stolen<T> || has_on_stolen<T>,
+                "lazymm: on_stolen must be a static member callable as T::on_stolen(lazymm::executor_id)");
   static_assert(!names_on_free<T> || has_on_free<T>,
-                "lazymm: on_free must be a static member callable as T::on_free(T*)");
+                "lazymm: on_free must be a static member callable as T::on_free(T*), declared for T itself "
+                "(an inherited on_free(Base*) would skip T's destructor)");
+  static_assert(hooks_accessible<T>(),
+                "lazymm: a context hook is declared but not public (private, protected or ambiguous): lazymm "
+                "cannot call it");
   static_assert(hooks_noexcept<T>(), "lazymm: context hooks must be noexcept");
 }
 
@@ -196,6 +256,9 @@ struct ops_for {
   static void evict(context* c, const executor_id& e) noexcept {
     if constexpr (has_on_evict<T>) static_cast<T*>(c)->on_evict(e);
   }
+  static void stolen(const executor_id& e) noexcept {
+    if constexpr (has_on_stolen<T>) T::on_stolen(e);
+  }
   static void free(context* c) noexcept {
     if constexpr (has_on_free<T>)
       T::on_free(static_cast<T*>(c));
@@ -207,6 +270,7 @@ struct ops_for {
       has_on_deactivate<T> ? &deactivate : nullptr,
       has_on_teardown<T> ? &teardown : nullptr,
       has_on_evict<T> ? &evict : nullptr,
+      has_on_stolen<T> ? &stolen : nullptr,
       &free,
       type_name<T>(),
   };

@@ -10,6 +10,7 @@
 #include <lazymm/policy.hpp>
 
 #include <cstddef>
+#include <new>
 #include <type_traits>
 #include <utility>
 
@@ -33,9 +34,24 @@ class domain final : public detail::domain_base {
     LAZYMM_CHECK(o.backlog >= 1, "batch_options::backlog must be at least 1 (it bounds the retire queue)");
     batch_.opts = o;
   }
-  // A batched domain drains its queue first (reclaim() until it is empty: teardown hooks may
-  // retire more). Then: no executor attached, no context alive, or it aborts with a message.
+  // First detaches the library-managed executors of threads that still live (their slots go to
+  // the default context without hooks; their threads' exit later does not touch the domain). A
+  // batched domain then drains its queue (reclaim() until it is empty: teardown hooks may retire
+  // more). Then: no executor attached, no context alive, or it aborts with a message. No thread
+  // may use the domain during or after this.
   ~domain() {
+#if !LAZYMM_GENMC
+    {
+      detail::process::guard g;
+      detail::process::remove_domain(this);
+      while (detail::managed_entry* e = managed_) {
+        release_record(e->link->rec);
+        // Relaxed: see executor_link::orphaned.
+        e->link->orphaned.store(true, std::memory_order_relaxed);
+        remove_managed(e);  // the thread frees the entry at its exit
+      }
+    }
+#endif
     if constexpr (Policy::batches) {
       batch_.q.lock();
       while (reclaim_locked()) {
@@ -55,11 +71,41 @@ class domain final : public detail::domain_base {
   }
 
   // Attaches the calling thread as an executor, loaded with the default context. A thread may
-  // be attached to a domain once at a time (a second attach aborts with a message).
+  // be attached to a domain once at a time: a second attach (RAII or library-managed) aborts with
+  // a message that points to thread_executor().
   [[nodiscard]] executor_type attach() {
-    for (auto* l = detail::executor_link::this_thread; l; l = l->next_on_thread)
-      LAZYMM_CHECK(l->dom != this, "this thread is already attached to this domain as executor #%u", l->rec->id);
+    if (auto* l = detail::executor_link::find(this))
+      detail::abort_with("this thread is already attached to this domain as executor #%u (use domain::thread_executor() "
+                   "to get it)",
+                   l->rec->id);
     return executor_type(*this);
+  }
+
+#if !LAZYMM_GENMC
+  // The calling thread's executor of this domain: the one attach() returned, if it is alive;
+  // otherwise a library-managed one, attached now (on first use) and detached when the thread
+  // exits (a thread_local destructor; see docs/api.md for the order) or when the domain is
+  // destroyed, whichever comes first.
+  executor_type& thread_executor() {
+    if (executor_type* e = find_thread_executor()) return *e;
+    auto& exits = detail::process::this_thread_list();  // constructed now, at the first use
+    auto* m = new detail::managed_executor<executor_type>;
+    detail::process::guard g;
+    executor_type* e = ::new (static_cast<void*>(m->storage)) executor_type(*this);
+    m->link = e;
+    m->dom = this;
+    m->destroy = &detail::managed_executor<executor_type>::destroy_it;
+    m->discard = &detail::managed_executor<executor_type>::discard_it;
+    m->next_on_thread = exits.head;
+    exits.head = m;
+    add_managed(m);
+    return *e;
+  }
+#endif
+
+  // The calling thread's executor of this domain (RAII or managed), or nullptr. Never attaches.
+  executor_type* find_thread_executor() noexcept {
+    return static_cast<executor_type*>(detail::executor_link::find(this));
   }
 
   // ---- batched policies (batched<P>): reclaiming the retire queue ---------------------------
@@ -138,6 +184,9 @@ class domain final : public detail::domain_base {
     const domain* outer = reclaiming_;
     reclaiming_ = this;
     std::size_t total = 0;
+#if !LAZYMM_GENMC
+    const std::int64_t started = detail::monotonic_ns();
+#endif
     for (context* list = batch_.q.take_all(); list;) {
       context* chunk[detail::batch_chunk];
       std::size_t n = 0;
@@ -148,7 +197,12 @@ class domain final : public detail::domain_base {
       shootdown<Backend>(detail::context_set{chunk, n});
 #else
       shootdown<Backend>(detail::context_set{chunk, n});
-      for (std::size_t i = 0; i < n; ++i) after_round(chunk[i]);
+      for (std::size_t i = 0; i < n; ++i) {
+#if !LAZYMM_GENMC
+        [[maybe_unused]] timed_drop t(chunk[i], started);  // latency: from the reclaim's start
+#endif
+        after_round(chunk[i]);
+      }
 #endif
       batch_.q.reclaimed(n);
       batch_.reclaimed.fetch_add(n, std::memory_order_relaxed);  // statistics
@@ -183,6 +237,16 @@ class domain final : public detail::domain_base {
 
   void owning_zero(context* x) noexcept override {
     check_not_in_switch_hook(x);
+    if constexpr (Policy::round == round_at::owning_zero && !Policy::batches) {
+      // The round and the teardown are part of this drop's latency (timed to the free).
+      [[maybe_unused]] timed_drop t(x);
+      shootdown_then_teardown(x);
+    } else {
+      shootdown_then_teardown(x);
+    }
+  }
+
+  void shootdown_then_teardown(context* x) noexcept {
     if constexpr (Policy::round == round_at::owning_zero) {
 #if !defined(LAZYMM_MUTANT_IMPLICIT_NO_ROUND)
       if constexpr (Policy::batches) {
@@ -199,6 +263,7 @@ class domain final : public detail::domain_base {
 
   void structural_zero(context* x) noexcept override {
     check_not_in_switch_hook(x);
+    [[maybe_unused]] timed_drop t(x);
     if constexpr (Policy::round == round_at::structural_zero) {
       if constexpr (Policy::batches) {
         retire(x);
@@ -209,6 +274,53 @@ class domain final : public detail::domain_base {
     }
     run_free(x);
   }
+
+  // Releases a record whose owner does not run: a managed executor of a live thread (~domain)
+  // or any executor of a thread that does not exist (fork child). The slot goes to the default
+  // context without hooks, the switch counter is made even, then the record is free; under
+  // refcount the slot's reference is dropped (may free the context here). Relaxed: the owner's
+  // last accesses happen before (~domain's precondition; in the fork child there is one thread).
+  void release_record(detail::executor_record* r) noexcept {
+    context* prev = r->slot.load(std::memory_order_relaxed);
+    r->slot.store(&default_, std::memory_order_relaxed);
+    const std::uint32_t s = r->seq.load(std::memory_order_relaxed);
+    if (s & 1u) r->seq.store(s + 1, std::memory_order_relaxed);
+    r->waiters.store(0, std::memory_order_relaxed);
+    detail::registry::detach(r);
+    if constexpr (Policy::counts_slot_holds)
+      if (prev != &default_) detail::release_structural(prev);
+  }
+
+#if !LAZYMM_GENMC
+  // fork(), under the process lock (detail/process.hpp). A batched domain's reclaim lock is
+  // taken in prepare (a reclaim running on another thread finishes first, so the child never
+  // inherits a queue half taken by a thread it does not have), unless this very thread holds it
+  // (a fork from a hook that its reclaim runs): the child's thread then goes on with that reclaim.
+  void at_fork_prepare() noexcept override {
+    if constexpr (Policy::batches)
+      if (reclaiming_ != this) batch_.q.lock();
+  }
+  void at_fork_parent() noexcept override {
+    if constexpr (Policy::batches)
+      if (reclaiming_ != this) batch_.q.unlock();
+  }
+  // The child has one thread, the one that forked: every other thread's record is released
+  // (nothing waits on their odd seq), and their managed entries are freed.
+  void at_fork_child() noexcept override {
+    for (auto* r = registry_.head(); r; r = r->next)
+      if (r->in_use.load(std::memory_order_relaxed) && !owned_here(r)) release_record(r);
+    for (detail::managed_entry* e = managed_; e;) {
+      detail::managed_entry* n = e->next_in_domain;
+      if (!on_this_thread(e)) {
+        remove_managed(e);
+        e->discard(e);
+      }
+      e = n;
+    }
+    if constexpr (Policy::batches)
+      if (reclaiming_ != this) batch_.q.unlock();
+  }
+#endif
 
   [[no_unique_address]] std::conditional_t<Policy::batches, batching, no_batching> batch_;
 };

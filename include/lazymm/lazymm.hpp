@@ -8,4 +8,5 @@
 #include <lazymm/executor.hpp>
 #include <lazymm/fwd.hpp>
 #include <lazymm/policy.hpp>
+#include <lazymm/scoped_switch.hpp>
 #include <lazymm/version.hpp>

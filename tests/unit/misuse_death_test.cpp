@@ -49,6 +49,47 @@ struct on_free_not_noexcept : lazymm::context {
   static void on_free(on_free_not_noexcept* p) { delete p; }
 };
 
+// Issue #9's sharp edges: an inherited on_free(Base*), private or protected hooks (not in a final
+// type, where the language cannot find them), a non-static on_stolen.
+struct on_free_base : lazymm::context {
+  static void on_free(on_free_base* p) noexcept { delete p; }
+};
+struct inherits_on_free : on_free_base {};
+struct redeclares_on_free : on_free_base {
+  static void on_free(redeclares_on_free* p) noexcept { delete p; }
+};
+struct private_teardown : lazymm::context {
+ private:
+  void on_teardown() noexcept {}
+};
+struct protected_activate : lazymm::context {
+ protected:
+  void on_activate(lazymm::executor_id) noexcept {}
+};
+struct inherits_private_teardown : private_teardown {};
+struct final_private_teardown final : lazymm::context {
+ private:
+  void on_teardown() noexcept {}
+};
+struct static_on_stolen : lazymm::context {
+  static void on_stolen(lazymm::executor_id) noexcept {}
+};
+struct member_on_stolen : lazymm::context {
+  void on_stolen(lazymm::executor_id) noexcept {}
+};
+struct on_stolen_not_noexcept : lazymm::context {
+  static void on_stolen(lazymm::executor_id) {}
+};
+static_assert(!lazymm::context_type<inherits_on_free>, "an inherited on_free(Base*) would skip the derived destructor");
+static_assert(lazymm::context_type<redeclares_on_free>);
+static_assert(!lazymm::context_type<private_teardown>, "a private hook is never called");
+static_assert(!lazymm::context_type<protected_activate>, "a protected hook is never called");
+static_assert(!lazymm::context_type<inherits_private_teardown>, "an inherited private hook is never called");
+static_assert(lazymm::context_type<final_private_teardown>, "not detectable in a final type (documented)");
+static_assert(lazymm::context_type<static_on_stolen>);
+static_assert(!lazymm::context_type<member_on_stolen>, "on_stolen must be static");
+static_assert(!lazymm::context_type<on_stolen_not_noexcept>, "hooks must be noexcept");
+
 static_assert(lazymm::context_type<good_context>);
 static_assert(lazymm::context_type<hookless_context>);
 static_assert(lazymm::context_type<counted>);

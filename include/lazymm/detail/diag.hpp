@@ -17,7 +17,7 @@ namespace lazymm::detail {
 
 #if LAZYMM_GENMC
 // Under GenMC a failed check is an assertion violation, which the model checker reports.
-[[noreturn]] inline void fail(const char*, ...) noexcept {
+[[noreturn]] inline void abort_with(const char*, ...) noexcept {
   assert(!"lazymm: check failed");
   __builtin_unreachable();
 }
@@ -25,7 +25,7 @@ namespace lazymm::detail {
 
 // Prints "lazymm: <message>" to stderr and aborts. Misuse of lazymm is never recoverable:
 // the state it would leave behind is a use-after-free waiting to happen.
-[[noreturn]] __attribute__((format(printf, 1, 2), cold)) inline void fail(const char* fmt, ...) noexcept {
+[[noreturn]] __attribute__((format(printf, 1, 2), cold)) inline void abort_with(const char* fmt, ...) noexcept {
   std::fputs("lazymm: ", stderr);
   va_list ap;
   va_start(ap, fmt);
@@ -53,7 +53,7 @@ constexpr std::string_view type_name() noexcept {
 // Always-on check: cheap, and on paths that are not hot.
 #define LAZYMM_CHECK(cond, ...)                                 \
   do {                                                          \
-    if (!(cond)) [[unlikely]] ::lazymm::detail::fail(__VA_ARGS__); \
+    if (!(cond)) [[unlikely]] ::lazymm::detail::abort_with(__VA_ARGS__); \
   } while (0)
 
 // Checked-mode check (LAZYMM_CHECKED).

@@ -6,13 +6,45 @@
 #include <lazymm/backend.hpp>
 #include <lazymm/context.hpp>
 #include <lazymm/detail/diag.hpp>
+#include <lazymm/detail/process.hpp>
 #include <lazymm/detail/protocol.hpp>
+#include <lazymm/detail/retire_queue.hpp>
 #include <lazymm/detail/seams.hpp>
 
 #include <atomic>
 #include <cstdint>
 
+
 namespace lazymm {
+
+// Final-drop latency of one domain (domain::drop_latency()): one sample per free, from the final
+// drop that led to it (the last owning drop under implicit_shootdown, the last structural drop
+// otherwise; for batched policies, the start of the reclaim that frees it) to the moment the free
+// starts. Relaxed snapshot.
+struct drop_latency {
+  std::uint64_t count = 0;   // samples
+  std::uint64_t max_ns = 0;  // the longest
+  std::uint64_t log2_ns[32] = {};  // bucket i: [2^i, 2^(i+1)) ns (0 ns in bucket 0, >= 2^31 ns in bucket 31)
+  // An upper bound (within a factor of 2, capped at max_ns) of the p-quantile, 0 <= p <= 1;
+  // 0 without samples.
+  std::uint64_t percentile_ns(double p) const noexcept {
+    if (count == 0) return 0;
+    if (p < 0) p = 0;
+    if (p > 1) p = 1;
+    std::uint64_t target = static_cast<std::uint64_t>(p * static_cast<double>(count));
+    if (static_cast<double>(target) < p * static_cast<double>(count)) ++target;  // ceil
+    if (target == 0) target = 1;
+    std::uint64_t seen = 0;
+    for (unsigned i = 0; i < 32; ++i) {
+      seen += log2_ns[i];
+      if (seen >= target) {
+        const std::uint64_t upper = i == 31 ? max_ns : (std::uint64_t{2} << i) - 1;
+        return upper < max_ns ? upper : max_ns;
+      }
+    }
+    return max_ns;
+  }
+};
 
 // Counters of one domain, for diagnostics, torture runs and benchmarks (relaxed snapshots).
 struct domain_stats {
@@ -37,12 +69,52 @@ namespace detail {
 struct __attribute__((visibility("default"))) executor_link {
   domain_base* dom = nullptr;
   executor_record* rec = nullptr;
-  bool in_hooks = false;  // owner-only: inside on_activate / on_deactivate
+  bool in_hooks = false;  // owner-only: inside on_activate / on_deactivate / on_stolen
+  // Owner-only: inside the protocol part of a real switch (switch_slot). Read by a final drop on
+  // the same thread, i.e. a signal handler that interrupted the switch; atomic (lock-free) for
+  // that, relaxed, with compiler barriers around the writes (executor.hpp).
+  std::atomic<bool> in_switch{false};
+  // A library-managed executor whose domain was destroyed while its thread lived: it stays on
+  // the thread's list (only the thread may unlink it) until the thread exits, and every walk
+  // skips it. Written once, by ~domain, under the process lock. Relaxed: a walk that could
+  // meet a later domain or record at the same address happens after that ~domain (whatever
+  // handed the new domain to this thread, and the allocator's ordering of a free before the
+  // reuse of the memory), so coherence makes it read true; a walk concurrent with ~domain is a
+  // use of the domain during its destruction (precondition).
+  std::atomic<bool> orphaned{false};
   executor_link* next_on_thread = nullptr;
   inline static thread_local executor_link* this_thread = nullptr;
+
+  bool live() const noexcept { return !orphaned.load(std::memory_order_relaxed); }
+  // Unlinks l from the calling thread's list (it must be there).
+  static void unlink(executor_link* l) noexcept {
+    for (executor_link** p = &this_thread; *p; p = &(*p)->next_on_thread)
+      if (*p == l) {
+        *p = l->next_on_thread;
+        return;
+      }
+  }
+  // The calling thread's executor of domain d, or null.
+  static executor_link* find(const domain_base* d) noexcept {
+    for (auto* l = this_thread; l; l = l->next_on_thread)
+      if (l->dom == d && l->live()) return l;
+    return nullptr;
+  }
 };
 
 struct default_context_type final : context {};
+
+#if !LAZYMM_GENMC
+// The final drop being timed on this thread, and when it started (domain::drop_latency()).
+struct drop_timer {
+  const context* x = nullptr;
+  std::int64_t t0 = 0;
+};
+#endif
+
+#define LAZYMM_SIGNAL_DROP_MESSAGE                                                      \
+  "final drop on a thread whose executor #%u is inside a switch: a signal handler that " \
+  "interrupted switch_to must not drop the last reference to a context"
 
 class domain_base {
  public:
@@ -75,6 +147,9 @@ class domain_base {
 #endif
     default_.domain_ = this;
     default_.ops_ = &ops_for<default_context_type>::table;
+#if !LAZYMM_GENMC
+    process::add_domain(this);
+#endif
   }
   ~domain_base() = default;
 
@@ -98,12 +173,21 @@ class domain_base {
 
   // A final drop inside an activate/deactivate hook would make this thread a reclaimer while
   // its own executor is inside a switch (odd seq): two such threads wait for each other forever.
+  // A final drop while this thread's own executor is inside the protocol part of a switch (not
+  // in a hook) can only come from a signal handler that interrupted the switch: under the
+  // shootdown policies its round would steal from a record with an odd seq that nobody will ever
+  // make even while the handler runs; under refcount it would free or tear down a context the
+  // interrupted switch is about to count or deactivate. Refused under every policy.
   static void check_not_in_switch_hook(const context* x) noexcept {
-    for (auto* l = executor_link::this_thread; l; l = l->next_on_thread)
+    for (auto* l = executor_link::this_thread; l; l = l->next_on_thread) {
+      if (!l->live()) continue;
       LAZYMM_CHECK(!l->in_hooks,
                    "final drop of context %p inside an on_activate/on_deactivate hook of executor #%u: "
                    "switch hooks must not drop the last reference to any context",
                    static_cast<const void*>(x), l->rec->id);
+      // Relaxed: our own thread's store (see executor_link::in_switch).
+      LAZYMM_CHECK(!l->in_switch.load(std::memory_order_relaxed), LAZYMM_SIGNAL_DROP_MESSAGE, l->rec->id);
+    }
   }
 
   // Whether r is an executor of the calling thread. Such an executor is not inside a switch (the
@@ -111,12 +195,9 @@ class domain_base {
   // if its seq is odd anyway, this final drop interrupted its switch: a signal handler.
   static bool is_own(const executor_record& r) noexcept {
     for (auto* l = executor_link::this_thread; l; l = l->next_on_thread)
-      if (l->rec == &r) {
+      if (l->rec == &r && l->live()) {
         // Relaxed: our own thread's store.
-        LAZYMM_CHECK(!(r.seq.load(std::memory_order_relaxed) & 1u),
-                     "final drop on a thread whose executor #%u is inside a switch: a signal handler that "
-                     "interrupted switch_to must not drop the last reference to a context",
-                     r.id);
+        LAZYMM_CHECK(!(r.seq.load(std::memory_order_relaxed) & 1u), LAZYMM_SIGNAL_DROP_MESSAGE, r.id);
         return true;
       }
     return false;
@@ -178,6 +259,9 @@ class domain_base {
     x->count_.store(-1, std::memory_order_relaxed);
 #endif
     const auto free = x->ops_->free;
+#if !LAZYMM_GENMC
+    if (drop_timer_.x == x) record_drop(monotonic_ns() - drop_timer_.t0);
+#endif
     // release: pairs with the acquire in check_destroyable(); all the above happens before a
     // domain destructor that sees the count.
     freed_.fetch_add(1, std::memory_order_release);
@@ -186,6 +270,89 @@ class domain_base {
 
   virtual void owning_zero(context* x) noexcept = 0;
   virtual void structural_zero(context* x) noexcept = 0;
+
+  // ---- drop latency -----------------------------------------------------------------------
+#if LAZYMM_GENMC
+  struct timed_drop {
+    timed_drop(const context*) noexcept {}
+  };
+#else
+  inline static thread_local drop_timer drop_timer_;
+  // Starts timing x's final drop unless it is already timed (the last owning drop leads to the
+  // last structural one on the same thread).
+  struct timed_drop {
+    drop_timer outer;
+    bool mine;
+    explicit timed_drop(const context* x, std::int64_t t0 = -1) noexcept
+        : outer(drop_timer_), mine(drop_timer_.x != x) {
+      if (mine) drop_timer_ = {x, t0 >= 0 ? t0 : monotonic_ns()};
+    }
+    ~timed_drop() {
+      if (mine) drop_timer_ = outer;
+    }
+    timed_drop(const timed_drop&) = delete;
+    timed_drop& operator=(const timed_drop&) = delete;
+  };
+  void record_drop(std::int64_t ns) noexcept {
+    const auto v = static_cast<std::uint64_t>(ns > 0 ? ns : 0);
+    unsigned b = v ? 63u - static_cast<unsigned>(__builtin_clzll(v)) : 0u;
+    if (b > 31) b = 31;
+    // Statistics, relaxed: they order nothing (any thread may make a final drop).
+    latency_count_.fetch_add(1, std::memory_order_relaxed);
+    latency_log2_[b].fetch_add(1, std::memory_order_relaxed);
+    for (auto m = latency_max_.load(std::memory_order_relaxed); v > m;)
+      if (latency_max_.compare_exchange_weak(m, v, std::memory_order_relaxed)) break;
+  }
+#endif
+
+ public:
+  lazymm::drop_latency drop_latency() const noexcept {
+    lazymm::drop_latency r;
+#if !LAZYMM_GENMC
+    constexpr auto o = std::memory_order_relaxed;  // statistics: a snapshot that orders nothing
+    r.count = latency_count_.load(o);
+    r.max_ns = latency_max_.load(o);
+    for (unsigned i = 0; i < 32; ++i) r.log2_ns[i] = latency_log2_[i].load(o);
+#endif
+    return r;
+  }
+
+ protected:
+#if !LAZYMM_GENMC
+  // ---- process-wide state (detail/process.hpp), all under process::lock ---------------------
+  friend struct process;
+  domain_base* next_live_ = nullptr;
+  domain_base* prev_live_ = nullptr;
+  managed_entry* managed_ = nullptr;  // this domain's library-managed executors
+  virtual void at_fork_prepare() noexcept = 0;
+  virtual void at_fork_parent() noexcept = 0;
+  virtual void at_fork_child() noexcept = 0;
+
+  void add_managed(managed_entry* e) noexcept {
+    e->prev_in_domain = nullptr;
+    e->next_in_domain = managed_;
+    if (managed_) managed_->prev_in_domain = e;
+    managed_ = e;
+  }
+  void remove_managed(managed_entry* e) noexcept {
+    (e->prev_in_domain ? e->prev_in_domain->next_in_domain : managed_) = e->next_in_domain;
+    if (e->next_in_domain) e->next_in_domain->prev_in_domain = e->prev_in_domain;
+    e->prev_in_domain = e->next_in_domain = nullptr;
+    e->dom = nullptr;
+  }
+  // Whether r is one of the calling thread's executors.
+  static bool owned_here(const executor_record* r) noexcept {
+    for (auto* l = executor_link::this_thread; l; l = l->next_on_thread)
+      if (l->rec == r && l->live()) return true;
+    return false;
+  }
+  // Whether e is an executor of the calling thread.
+  static bool on_this_thread(const managed_entry* e) noexcept {
+    for (auto* l = executor_link::this_thread; l; l = l->next_on_thread)
+      if (l == e->link) return true;
+    return false;
+  }
+#endif
 
   friend void detail::release_owning(context*) noexcept;
   friend void detail::release_structural(context*) noexcept;
@@ -197,7 +364,68 @@ class domain_base {
   const reason_text reason_;
   LAZYMM_CACHELINE_ALIGN registry registry_;
   LAZYMM_CACHELINE_ALIGN std::atomic<std::uint64_t> created_{0}, freed_{0}, rounds_{0}, barriers_{0}, steals_{0}, waits_{0};
+#if !LAZYMM_GENMC
+  std::atomic<std::uint64_t> latency_count_{0}, latency_max_{0};
+  std::atomic<std::uint64_t> latency_log2_[32] = {};
+#endif
 };
+
+#if !LAZYMM_GENMC
+// ---- process (detail/process.hpp) ----------------------------------------------------------
+
+inline void process::add_domain(domain_base* d) noexcept {
+  guard g;
+#if defined(__unix__) || defined(__APPLE__)
+  if (!atfork_registered) {
+    atfork_registered = true;
+    ::pthread_atfork(&atfork_prepare, &atfork_parent, &atfork_child);
+  }
+#endif
+  d->next_live_ = domains;
+  if (domains) domains->prev_live_ = d;
+  domains = d;
+}
+
+inline void process::remove_domain(domain_base* d) noexcept {
+  guard g;
+  (d->prev_live_ ? d->prev_live_->next_live_ : domains) = d->next_live_;
+  if (d->next_live_) d->next_live_->prev_live_ = d->prev_live_;
+  d->next_live_ = d->prev_live_ = nullptr;
+}
+
+// fork(): the prepare handler takes the process lock (no managed attach, thread-exit detach or
+// ~domain is half done in the child) and lets each domain take what it needs (a batched domain's
+// reclaim lock); the child handler releases every record of a thread that does not exist there.
+inline void process::atfork_prepare() noexcept {
+  lock();
+  for (auto* d = domains; d; d = d->next_live_) d->at_fork_prepare();
+}
+inline void process::atfork_parent() noexcept {
+  for (auto* d = domains; d; d = d->next_live_) d->at_fork_parent();
+  unlock();
+}
+inline void process::atfork_child() noexcept {
+  for (auto* d = domains; d; d = d->next_live_) d->at_fork_child();
+  unlock();
+}
+
+// Thread exit: detach every managed executor of the thread whose domain is alive (on this
+// thread, so its hooks run here, under the process lock: ~domain cannot run meanwhile); free the
+// ones whose domain already detached them.
+inline process::thread_exit_list::~thread_exit_list() {
+  guard g;
+  while (managed_entry* e = head) {
+    head = e->next_on_thread;
+    if (e->dom) {
+      e->dom->remove_managed(e);
+      e->destroy(e);
+    } else {
+      executor_link::unlink(e->link);
+      e->discard(e);
+    }
+  }
+}
+#endif
 
 inline void release_owning(context* c) noexcept {
   // Checked mode only; relaxed: our own reference orders it after the make.

@@ -1,0 +1,94 @@
+// lazymm/detail/process.hpp: process-wide bookkeeping for threads lazymm does not own: the
+// library-managed executors (domain::thread_executor(): attached on first use, detached at thread
+// exit), the list of live domains, and fork() (pthread_atfork). None of it is on a hot path: it
+// runs at a managed attach, at thread exit, at ~domain and at fork. Not in the GenMC build (which
+// has no thread exit or fork to model).
+#pragma once
+
+#include <lazymm/config.hpp>
+
+#if !LAZYMM_GENMC
+#include <mutex>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+#endif
+
+namespace lazymm::detail {
+
+class domain_base;
+struct executor_link;
+
+#if !LAZYMM_GENMC
+
+// One library-managed executor: on its thread's exit list and on its domain's list. The executor
+// itself lives in the derived managed_executor<E>.
+struct managed_entry {
+  executor_link* link = nullptr;
+  domain_base* dom = nullptr;  // null once ~domain detached it (the thread still has to free it)
+  void (*destroy)(managed_entry*) noexcept = nullptr;  // ~executor (detach) and delete: owner thread
+  void (*discard)(managed_entry*) noexcept = nullptr;  // delete only: the domain already detached it
+  managed_entry* next_on_thread = nullptr;
+  managed_entry* prev_in_domain = nullptr;
+  managed_entry* next_in_domain = nullptr;
+};
+
+template <class Executor>
+struct managed_executor final : managed_entry {
+  alignas(Executor) unsigned char storage[sizeof(Executor)];
+  Executor* get() noexcept { return reinterpret_cast<Executor*>(storage); }
+  static void destroy_it(managed_entry* e) noexcept {
+    auto* m = static_cast<managed_executor*>(e);
+    m->get()->~Executor();
+    delete m;
+  }
+  static void discard_it(managed_entry* e) noexcept { delete static_cast<managed_executor*>(e); }
+};
+
+// Everything process-wide, under one lock. Default visibility: one instance per process even
+// with -fvisibility=hidden shared objects (as executor_link::this_thread).
+struct __attribute__((visibility("default"))) process {
+  // The lock is recursive per thread (a hook run under it may destroy another domain or attach a
+  // managed executor), and a plain std::mutex underneath so that the fork child, whose only thread
+  // is the one that took it in the prepare handler, can release it.
+  inline static std::mutex m;
+  inline static thread_local unsigned depth = 0;
+  inline static domain_base* domains = nullptr;  // live domains (domain_base::next_live_)
+  inline static bool atfork_registered = false;
+
+  static void lock() noexcept {
+    if (depth++ == 0) m.lock();
+  }
+  static void unlock() noexcept {
+    if (--depth == 0) m.unlock();
+  }
+  struct guard {
+    guard() noexcept { lock(); }
+    ~guard() { unlock(); }
+    guard(const guard&) = delete;
+    guard& operator=(const guard&) = delete;
+  };
+
+  // The calling thread's managed executors; the holder is a thread_local constructed at the first
+  // managed attach of the thread, so its destructor (the detach of every managed executor of the
+  // thread) runs after the destructors of thread_locals constructed later, and before those
+  // constructed earlier.
+  struct thread_exit_list {
+    managed_entry* head = nullptr;
+    ~thread_exit_list();
+  };
+  static thread_exit_list& this_thread_list() {
+    thread_local thread_exit_list l;
+    return l;
+  }
+
+  static void add_domain(domain_base* d) noexcept;
+  static void remove_domain(domain_base* d) noexcept;
+  static void atfork_prepare() noexcept;
+  static void atfork_parent() noexcept;
+  static void atfork_child() noexcept;
+};
+
+#endif  // !LAZYMM_GENMC
+
+}  // namespace lazymm::detail

@@ -176,6 +176,9 @@ void fiber_main(tenant_ref t, tenant_ref peer, unsigned steps) {
     }
     const std::thread::id before = running_thread();
     boost::this_fiber::yield();
+    // One step in eight keeps yielding until another thread picks the fiber up (bounded: with one
+    // thread, or when the others sleep through it, it gives up).
+    for (unsigned tries = 0; s % 8 == 3 && running_thread() == before && tries < 2000; ++tries) boost::this_fiber::yield();
     if (running_thread() != before) migrations.fetch_add(1, std::memory_order_relaxed);
   }
   this_executor().go_lazy();  // then give up the tenant (ownership rule 2)

@@ -52,13 +52,18 @@ void run_as(domain_type& dom, const tenant_ref& t, F&& f) {
 class poll_on_exit final : public tbb::task_scheduler_observer {
  public:
   poll_on_exit(tbb::task_arena& a, domain_type& dom) : tbb::task_scheduler_observer(a), dom_(dom) { observe(true); }
-  ~poll_on_exit() override { observe(false); }
+  ~poll_on_exit() override {
+    observe(false);  // waits for callbacks in progress, inside libtbb: made visible to TSan below
+    (void)callbacks_.load(std::memory_order_acquire);  // sanitizer glue: pairs with the release
+  }
   void on_scheduler_exit(bool) override {
     if (executor_type* ex = dom_.find_thread_executor()) tenants::idle_point(dom_, *ex);  // poll_stolen()
+    callbacks_.fetch_add(1, std::memory_order_release);  // sanitizer glue: pairs with the acquire
   }
 
  private:
   domain_type& dom_;
+  std::atomic<std::uint64_t> callbacks_{0};
 };
 // ---- glue ends -------------------------------------------------------------------------------
 
@@ -179,9 +184,6 @@ int main(int argc, char** argv) {
   const tenants::options o = tenants::parse(argc, argv, "tbb_tenants");
   std::uint64_t posted = 0, nested_posted = 0;
   domain_type dom;
-#if TENANTS_SHIM  // the shim cannot outlive TBB's workers: wait for them (remove with the shim)
-  tbb::task_scheduler_handle workers{tbb::attach{}};
-#endif
   {
     tbb::global_control threads(tbb::global_control::max_allowed_parallelism, o.threads + 1);
     service svc(dom, o.threads);
@@ -205,9 +207,6 @@ int main(int argc, char** argv) {
     live.clear();  // the last tenants retire while TBB's workers still hold them lazily
     while (svc.done() != posted) std::this_thread::yield();
   }
-#if TENANTS_SHIM
-  if (!tbb::finalize(workers, std::nothrow)) tenants::fail("tbb::finalize failed");
-#endif
   const auto children = children_inside.load(std::memory_order_relaxed);
   const auto tops = foreign_inside.load(std::memory_order_relaxed);
   std::printf("tbb_tenants: ran inside another task on the same thread: %llu inside their parent, %llu inside a "

@@ -130,6 +130,14 @@ inline options parse(int argc, char** argv, const char* usage) {
   options o;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::printf("usage: %s [--threads N] [--tenants N] [--tasks N] [--churn N] [--inject-race]\n"
+                  "  --threads  worker threads (default 3)    --tenants  tenants alive at once (8)\n"
+                  "  --tasks    top-level tasks (20000)       --churn    retire and create a tenant every N tasks (64)\n"
+                  "  --inject-race  tasks write shared counters unsynchronised (TSan must report it)\n",
+                  usage);
+      std::exit(0);  // NOLINT(concurrency-mt-unsafe): before any thread starts
+    }
     if (a == "--inject-race") {
       inject_race = true;
       continue;

@@ -45,7 +45,10 @@
 // only what GenMC cannot compile or run: the membarrier syscall (both barriers become seq_cst
 // fences: the backend's contract), the futex sleep (a plain acquire spin), std::string (the
 // mechanism reason), std::thread::id (owner checks use pthread_self), the pause instruction,
-// the over-aligned record padding and the printing in fatal errors (an assert). The atomics,
+// the over-aligned record padding and the printing in fatal errors (an assert); it leaves out
+// what is not protocol and has no second thread: the executor statistics counters, the
+// in-switch flag (signal handlers), drop-latency timing, and thread exit and fork handling
+// (thread_executor(), pthread_atfork). The atomics,
 // their orders, the fences and the control flow of the switch, the round, the references and
 // the registry are the same code in both builds. Never set it in a real build.
 #ifndef LAZYMM_GENMC

@@ -293,12 +293,14 @@ class domain final : public detail::domain_base {
 
 #if !LAZYMM_GENMC
   // fork(), under the process lock (detail/process.hpp). A batched domain's reclaim lock is
-  // taken in prepare (a reclaim running on another thread finishes first, so the child never
+  // taken in prepare (tried; process::atfork_prepare retries until every domain's is free: a
+  // reclaim running on another thread finishes first, so the child never
   // inherits a queue half taken by a thread it does not have), unless this very thread holds it
   // (a fork from a hook that its reclaim runs): the child's thread then goes on with that reclaim.
-  void at_fork_prepare() noexcept override {
+  bool at_fork_prepare() noexcept override {
     if constexpr (Policy::batches)
-      if (reclaiming_ != this) batch_.q.lock();
+      if (reclaiming_ != this) return batch_.q.try_lock();
+    return true;
   }
   void at_fork_parent() noexcept override {
     if constexpr (Policy::batches)
@@ -307,6 +309,8 @@ class domain final : public detail::domain_base {
   // The child has one thread, the one that forked: every other thread's record is released
   // (nothing waits on their odd seq), and their managed entries are freed.
   void at_fork_child() noexcept override {
+    // Relaxed: the child has one thread, and the prepare handler's lock ordered every attach
+    // and detach that it did not interrupt before the fork.
     for (auto* r = registry_.head(); r; r = r->next)
       if (r->in_use.load(std::memory_order_relaxed) && !owned_here(r)) release_record(r);
     for (detail::managed_entry* e = managed_; e;) {

@@ -158,8 +158,21 @@ class executor : private detail::executor_link {
   }
 
   // Owner-only counter: a load and a store, no RMW (relaxed: statistics; only this thread writes).
-  static void bump(std::atomic<std::uint64_t>& c) noexcept {
+  // Not in the GenMC build: not part of the protocol, and each access is an event GenMC tracks.
+  static void bump([[maybe_unused]] std::atomic<std::uint64_t>& c) noexcept {
+#if !LAZYMM_GENMC
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+#endif
+  }
+  // The in-switch flag (owner-only, read by a signal handler on this thread). The compiler
+  // barriers keep it around the protocol. Not in the GenMC build, which models the barriers as
+  // fences (and has no signals).
+  void set_in_switch([[maybe_unused]] bool v) noexcept {
+#if !LAZYMM_GENMC
+    if (!v) detail::compiler_barrier();
+    in_switch.store(v, std::memory_order_relaxed);  // relaxed: read only on this thread
+    if (v) detail::compiler_barrier();
+#endif
   }
 
   // The slot no longer holds held_ (a round stole it: it holds the default context): forget it
@@ -201,13 +214,7 @@ class executor : private detail::executor_link {
     // Refcount: the slot's reference on next, taken before the slot holds it. Made from the
     // caller's owning reference, which keeps the count above zero.
     if (counted) structural_kind::acquire(next);
-    // Relaxed, owner-only; a signal handler on this thread reads it (check_not_in_switch_hook).
-    // The compiler barriers keep the flag around the protocol (not in the GenMC build, which
-    // models them as fences).
-    in_switch.store(true, std::memory_order_relaxed);
-#if !LAZYMM_GENMC
-    detail::compiler_barrier();
-#endif
+    set_in_switch(true);  // a final drop on this thread from now on is a signal handler's
     context* prev = detail::switch_slot<steals>(*rec, seq_, next, barriers_, [&](context* p) {
       const executor_id me{rec->id, generation_};
       in_hooks = true;
@@ -223,10 +230,7 @@ class executor : private detail::executor_link {
     });
     held_ = next;
     held_ops_ = next->ops_;
-#if !LAZYMM_GENMC
-    detail::compiler_barrier();
-#endif
-    in_switch.store(false, std::memory_order_relaxed);
+    set_in_switch(false);
     // Refcount: the slot no longer holds prev; drop its reference (may tear down and free prev).
     if constexpr (counts_slot)
       if (prev != &dom->default_) structural_kind::release(prev);

@@ -322,8 +322,9 @@ TYPED_TEST(runtime_test, a_forked_child_does_not_wait_for_a_thread_caught_inside
         return true;
       });
       EXPECT_EQ(status, 0);
+      p.resume();
+      t.join();  // before p dies: the paused thread still reads it as it wakes
     }
-    t.join();
   }
 }
 
@@ -340,14 +341,33 @@ TYPED_TEST(runtime_batched_test, a_forked_child_of_a_batched_domain_can_reclaim_
   fork_with_a_lazy_holder<typename TypeParam::domain>(this->log);
 }
 
+// A context whose free (run by a reclaim, under the domain's reclaim lock) takes the process
+// lock: it attaches the reclaiming thread through thread_executor().
+namespace {
+void (*g_in_free)() = nullptr;
+struct attaches_in_free : counted {
+  using counted::counted;
+  static void on_free(attaches_in_free* c) noexcept {
+    if (g_in_free) g_in_free();
+    c->log->add(event_log::free, c->id);
+    delete c;
+  }
+};
+}  // namespace
+
 // A reclaim in progress on another thread at the fork: the prepare handler waits for it, so the
 // child's reclaim lock is free and its queue whole (a child that inherited the lock held would
-// hang in reclaim()).
+// hang in reclaim()). The reclaim's on_free takes the process lock meanwhile (thread_executor()):
+// a prepare handler that held the process lock while it waited for the reclaim lock would
+// deadlock with it.
 TYPED_TEST(runtime_batched_test, a_fork_during_a_reclaim_on_another_thread_waits_for_it) {
   using domain = typename TypeParam::domain;
   domain d;
+  static domain* dp;
+  dp = &d;
+  g_in_free = [] { dp->thread_executor(); };
   worker<domain> w(d);
-  auto x = d.template make<counted>(this->log, 1);
+  auto x = d.template make<attaches_in_free>(this->log, 1);
   w.run([&](auto& ex) {
     ex.switch_to(x);
     ex.go_lazy();
@@ -371,7 +391,10 @@ TYPED_TEST(runtime_batched_test, a_fork_during_a_reclaim_on_another_thread_waits
   EXPECT_EQ(status, 0);
   resume.join();
   reclaimer.join();
+  g_in_free = nullptr;
+  EXPECT_EQ(this->log.count(event_log::free, 1), 1);
   EXPECT_EQ(d.live_contexts(), 0);
+  EXPECT_EQ(d.attached_executors(), 1u) << "the reclaimer's managed executor outlived its thread";
 }
 
 // ---- 3. scoped_switch ------------------------------------------------------------------------
@@ -574,8 +597,8 @@ TYPED_TEST(runtime_test, a_steal_inside_the_holders_switch_runs_on_stolen_there_
       ASSERT_TRUE(eventually([&] { return d.stats().waits >= 1; }));
       p.resume();
       drop.join();
+      t.join();  // before p dies: the paused thread still reads it as it wakes
     }
-    t.join();
     EXPECT_EQ(seen_in_switch, 1u);
     EXPECT_EQ(g_stolen.size(), 1u);
     EXPECT_EQ(this->log.count(event_log::deactivate, 1), 0);

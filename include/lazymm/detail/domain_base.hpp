@@ -324,7 +324,7 @@ class domain_base {
   domain_base* next_live_ = nullptr;
   domain_base* prev_live_ = nullptr;
   managed_entry* managed_ = nullptr;  // this domain's library-managed executors
-  virtual void at_fork_prepare() noexcept = 0;
+  virtual bool at_fork_prepare() noexcept = 0;  // false: busy, retry (process::atfork_prepare)
   virtual void at_fork_parent() noexcept = 0;
   virtual void at_fork_child() noexcept = 0;
 
@@ -396,9 +396,19 @@ inline void process::remove_domain(domain_base* d) noexcept {
 // fork(): the prepare handler takes the process lock (no managed attach, thread-exit detach or
 // ~domain is half done in the child) and lets each domain take what it needs (a batched domain's
 // reclaim lock); the child handler releases every record of a thread that does not exist there.
+// The domains' locks are only tried under the process lock, and all are let go to retry when one
+// is busy: a hook run by a reclaim (which holds that domain's reclaim lock) may itself take the
+// process lock (thread_executor(), ~domain), so waiting here while holding it could deadlock.
 inline void process::atfork_prepare() noexcept {
-  lock();
-  for (auto* d = domains; d; d = d->next_live_) d->at_fork_prepare();
+  for (;;) {
+    lock();
+    domain_base* busy = domains;
+    while (busy && busy->at_fork_prepare()) busy = busy->next_live_;
+    if (!busy) return;
+    for (auto* d = domains; d != busy; d = d->next_live_) d->at_fork_parent();
+    unlock();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));  // a reclaim takes microseconds
+  }
 }
 inline void process::atfork_parent() noexcept {
   for (auto* d = domains; d; d = d->next_live_) d->at_fork_parent();

@@ -8,7 +8,9 @@
 #include <lazymm/config.hpp>
 
 #if !LAZYMM_GENMC
+#include <chrono>
 #include <mutex>
+#include <thread>
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif

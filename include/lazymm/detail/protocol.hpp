@@ -14,7 +14,7 @@
 //   (12) waiters? wake them  relaxed  // B       detach: switch to default, (11) in_use = false
 //   attach: (13) generation++ release            (14) generation before the steal (acquire)
 //   (15) after (2): holder bit of next set?  relaxed  (16) the round reads the holder set
-//        if not, set it (fetch_or)         relaxed       of its victims            relaxed
+//        if not, set it (fetch_or)         release       of its victims            relaxed
 //   trim (an owner of x, any thread): (17) clear the bits of members seen not holding x,
 //        (18) heavy barrier (Matches A), (19) re-check seq and slot (acquire), re-set if held
 #pragma once

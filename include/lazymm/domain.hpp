@@ -129,10 +129,7 @@ class domain final : public detail::domain_base {
   std::size_t holder_count(const owning_ref<T>& x) const noexcept requires(Policy::round != round_at::never) {
     const detail::holder_set& h = x.get()->holders_;
     if (h.overflow.load(std::memory_order_relaxed)) return registry_.size();  // relaxed: a snapshot
-    std::size_t n = 0;
-    for (std::uint32_t w = 0, k = h.words(); w < k; ++w)
-      n += static_cast<std::size_t>(__builtin_popcountll(h.word(w)->load(std::memory_order_relaxed)));
-    return n;
+    return h.members();
   }
 
   // ---- batched policies (batched<P>): reclaiming the retire queue ---------------------------

@@ -200,6 +200,13 @@ struct holder_set {
     std::atomic<std::uint64_t>* m = more.load(std::memory_order_acquire);  // as in word()
     return holder_inline_words + (m ? static_cast<std::uint32_t>(m[0].load(std::memory_order_relaxed)) : 0);
   }
+  // How many ids the words hold now (relaxed: a count for heuristics and diagnostics).
+  std::size_t members() const noexcept {
+    std::size_t n = 0;
+    for (std::uint32_t w = 0, k = words(); w < k; ++w)
+      n += static_cast<std::size_t>(__builtin_popcountll(word(w)->load(std::memory_order_relaxed)));
+    return n;
+  }
   static std::uint32_t word_of(std::uint32_t id) noexcept { return id / holder_bits_per_word; }
   static std::uint64_t bit_of(std::uint32_t id) noexcept { return std::uint64_t{1} << (id % holder_bits_per_word); }
   static std::uint32_t id_of(std::uint32_t word, std::uint64_t bits) noexcept {

@@ -75,8 +75,7 @@ struct context_set {
     for (std::size_t i = 0; i < n && !walk_all; ++i) {
       const holder_set& h = retire_link::holders(v[i]);
       walk_all = h.overflow.load(std::memory_order_relaxed);  // relaxed: as (16) in for_each_member
-      for (std::uint32_t w = 0, k = h.words(); w < k && !walk_all; ++w)
-        visits += static_cast<std::size_t>(__builtin_popcountll(h.word(w)->load(std::memory_order_relaxed)));
+      if (!walk_all) visits += h.members();
       walk_all = walk_all || visits > reg.size();
     }
     if (walk_all) {

@@ -197,9 +197,31 @@ inline void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t value) noex
 #endif
 }
 
+// Called from the owner's switch (12). On x86-64 and arm64 Linux the syscall instruction is
+// inline, not a call into libc: the switch then contains no call and the compiler saves no
+// registers for this cold branch (the lean switch in executor.hpp).
 inline void wake_all(std::atomic<std::uint32_t>& word) noexcept {
-#if defined(__linux__)
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+  auto* const w = reinterpret_cast<std::uint32_t*>(&word);
+#if defined(__linux__) && defined(__x86_64__) && !LAZYMM_TSAN
+  long ret = SYS_futex;
+  register long timeout asm("r10") = 0;
+  register long uaddr2 asm("r8") = 0;
+  register long val3 asm("r9") = 0;
+  asm volatile("syscall"
+               : "+a"(ret)
+               : "D"(w), "S"(long{FUTEX_WAKE_PRIVATE}), "d"(long{INT_MAX}), "r"(timeout), "r"(uaddr2), "r"(val3)
+               : "rcx", "r11", "memory");
+#elif defined(__linux__) && defined(__aarch64__) && !LAZYMM_TSAN
+  register long x8 asm("x8") = SYS_futex;
+  register long x0 asm("x0") = reinterpret_cast<long>(w);
+  register long x1 asm("x1") = FUTEX_WAKE_PRIVATE;
+  register long x2 asm("x2") = INT_MAX;
+  register long x3 asm("x3") = 0;
+  register long x4 asm("x4") = 0;
+  register long x5 asm("x5") = 0;
+  asm volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+#elif defined(__linux__)
+  ::syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
 #else
   (void)word;
 #endif
@@ -213,13 +235,12 @@ struct barriers {
 
   // (2) executor side. The fence backend knows its fence at compile time.
   void light() const noexcept {
-    if constexpr (std::is_same_v<B, fence_backend> || LAZYMM_GENMC)
+    if (fences_at_compile_time() || mech != mechanism::membarrier)
       full_fence();
-    else if (mech == mechanism::membarrier)
-      compiler_barrier();
     else
-      full_fence();
+      compiler_barrier();
   }
+  static constexpr bool fences_at_compile_time() noexcept { return std::is_same_v<B, fence_backend> || LAZYMM_GENMC; }
 
   // (7) reclaimer side.
   void heavy() const noexcept {
@@ -267,6 +288,22 @@ struct barriers {
     if (r.waiters.load(std::memory_order_relaxed) != 0) [[unlikely]]
       wake_all(r.seq);
 #endif
+  }
+};
+
+// The barriers of an executor's lean switch (executor.hpp), which runs only where the mechanism
+// in force is known: the one B names at compile time, or membarrier (an executor of a domain that
+// fell back to fences always takes the general switch). So (2) needs no test.
+template <class B>
+struct lean_barriers : barriers<B> {
+  // Whether the lean form applies to this mechanism.
+  bool lean() const noexcept { return barriers<B>::fences_at_compile_time() || this->mech == mechanism::membarrier; }
+  const barriers<B>& general() const noexcept { return *this; }
+  void light() const noexcept {
+    if constexpr (barriers<B>::fences_at_compile_time())
+      full_fence();
+    else
+      compiler_barrier();
   }
 };
 

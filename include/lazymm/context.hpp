@@ -45,7 +45,12 @@ struct context_ops {
   void (*stolen)(const executor_id&) noexcept;  // static: the context may be gone when it runs
   void (*free)(context*) noexcept;  // never null: defaults to `delete`
   std::string_view type_name;
+  // What a real switch reads as one byte (executor::general_): switch_general if deactivate is
+  // not null (the switch away from such a context takes the general form), switch_stolen if
+  // stolen is not null, switch_activates if activate is not null (the switch to it does).
+  std::uint8_t switch_flags;
 };
+inline constexpr std::uint8_t switch_general = 1, switch_stolen = 4, switch_activates = 8;
 
 // Header states, checked in checked mode; the freed value is also the poison.
 enum : std::uint32_t {
@@ -276,6 +281,8 @@ struct ops_for {
       has_on_stolen<T> ? &stolen : nullptr,
       &free,
       type_name<T>(),
+      static_cast<std::uint8_t>((has_on_deactivate<T> ? switch_general : 0) | (has_on_stolen<T> ? switch_stolen : 0) |
+                                (has_on_activate<T> ? switch_activates : 0)),
   };
 };
 

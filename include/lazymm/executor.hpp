@@ -21,13 +21,12 @@
 
 namespace lazymm {
 
-// Counters of one executor (executor::stats()). Only the owner writes them (a load and a store,
-// no RMW, on the executor object, which no other executor writes); any thread may read a
-// relaxed snapshot.
+// Counters of one executor (executor::stats()), kept off the fast path: real switches are the
+// switch counter (seq) the protocol keeps anyway, halved; steals are counted where on_stolen
+// runs. Any thread may read a relaxed snapshot.
 struct executor_stats {
-  std::uint64_t real_switches = 0;   // switches that found another context in the slot
-  std::uint64_t fast_path_hits = 0;  // switches that found their context already loaded
-  std::uint64_t steals_seen = 0;     // steals of this executor's slot it noticed (on_stolen runs)
+  std::uint64_t real_switches = 0;  // switches that found another context in the slot
+  std::uint64_t steals_seen = 0;    // steals of this executor's slot it noticed (on_stolen runs)
 };
 
 template <class Executor>
@@ -41,6 +40,22 @@ inline thread_token this_thread_token() noexcept { return pthread_self(); }
 using thread_token = std::thread::id;
 inline thread_token this_thread_token() noexcept { return std::this_thread::get_id(); }
 #endif
+
+// A word only its owner thread writes (a load and a store, no RMW) and any thread may read as a
+// relaxed snapshot (statistics: it orders nothing). Plain in the GenMC build, where no other
+// thread reads it and each atomic access would be one more event to explore.
+template <class T>
+struct owner_word {
+#if LAZYMM_GENMC
+  T v{};
+  T get() const noexcept { return v; }
+  void set(T x) noexcept { v = x; }
+#else
+  std::atomic<T> v{};
+  T get() const noexcept { return v.load(std::memory_order_relaxed); }
+  void set(T x) noexcept { v.store(x, std::memory_order_relaxed); }
+#endif
+};
 }  // namespace detail
 
 // Obtained from domain::attach() on the thread it serves; detaches when destroyed. Every member
@@ -74,30 +89,44 @@ class executor : private detail::executor_link {
   // the executor goes lazy or switches away, some owning reference must stay alive, unless the
   // LAST one is dropped on this thread (the exit_mm case, safe under every policy). Switching to
   // what is loaded does nothing.
+  //
+  // The fast path (already loaded) is inlined into the caller: a load of the own slot, a compare,
+  // a private store; no call, nothing shared written. Nobody but this executor puts a context
+  // other than the default into its slot, so finding `next` there means it is loaded (a steal
+  // only ever leaves the default context, which switch_to_default checks for).
   template <class T>
-  void switch_to(const owning_ref<T>& r) noexcept {
+  [[gnu::always_inline]] void switch_to(const owning_ref<T>& r) noexcept {
     check_owner("switch_to");
-    LAZYMM_CHECK(r, "executor #%u: switch_to with an empty owning_ref (released, reset or moved from)", rec->id);
     context* next = r.get();
     // Checked mode only; relaxed: `r` orders these reads after the context's make.
-    LAZYMM_DCHECK(next->state_.load(std::memory_order_relaxed) == detail::state_live &&
-                      next->users_.load(std::memory_order_relaxed) > 0,
+    LAZYMM_DCHECK(!next || (next->state_.load(std::memory_order_relaxed) == detail::state_live &&
+                            next->users_.load(std::memory_order_relaxed) > 0),
                   "executor #%u: switch_to a dead context %p", rec->id, static_cast<void*>(next));
-    switch_to_context(next);
+    lazy_ = false;
+    // Relaxed load of our own slot: see loaded(). An empty `r` (null) never matches: slow path.
+    if (rec->slot.load(std::memory_order_relaxed) == next) [[likely]]
+      return;
+    switch_slow(next);
   }
 
   // Start context-free work or idle: the loaded context stays loaded, lazily (a kernel thread
   // borrowing active_mm). Every policy: writes nothing shared, no fence, no RMW (under refcount
   // the slot already counts its context).
-  void go_lazy() noexcept {
+  [[gnu::always_inline]] void go_lazy() noexcept {
     check_owner("go_lazy");
     lazy_ = true;
   }
 
-  // Load the default context (dropping any lazy hold). What detach does first.
-  void switch_to_default() noexcept {
+  // Load the default context (dropping any lazy hold). What detach does first. Inlined fast
+  // path: the slot holds the default context and we stored it there ourselves (held_ private);
+  // if a round put it there (a steal), the slow path runs on_stolen.
+  [[gnu::always_inline]] void switch_to_default() noexcept {
     check_owner("switch_to_default");
-    switch_to_context(&dom->default_);
+    context* const dflt = &dom->default_;
+    lazy_ = false;
+    if (held_ == dflt && rec->slot.load(std::memory_order_relaxed) == dflt) [[likely]]
+      return;
+    default_slow();
   }
 
   // What the slot holds now, for comparison only. Never dereference it: a lazily held context
@@ -108,26 +137,23 @@ class executor : private detail::executor_link {
   executor_id id() const noexcept { return executor_id{rec->id, generation_}; }
 
   // Whether a round stole this executor's slot since the last check, and if so, runs the stolen
-  // context's static on_stolen(id()) here, now (once per steal; see switch_to_context for the
+  // context's static on_stolen(id()) here, now (once per steal; see switch_slow for the
   // other places it runs). One relaxed load of the own slot and private compares. From inside
   // this executor's own switch hooks: returns false (the switch in progress handles it).
   bool poll_stolen() noexcept {
     check_owner("poll_stolen");
-    if (in_hooks) return false;
+    if (general_ & busy) return false;
     // Relaxed: only a steal changes the slot behind our back, and a steal only puts the default
     // context there; on_stolen touches no context (static), so nothing needs ordering.
     if (rec->slot.load(std::memory_order_relaxed) == held_) return false;
-    in_hooks = true;
+    enter_hooks();
     saw_stolen();
-    in_hooks = false;
+    leave_hooks();
     return true;
   }
 
   // A relaxed snapshot of the counters; any thread (the executor must be alive).
-  executor_stats stats() const noexcept {
-    constexpr auto o = std::memory_order_relaxed;  // statistics: a snapshot that orders nothing
-    return {real_switches_.load(o), fast_path_hits_.load(o), steals_seen_.load(o)};
-  }
+  executor_stats stats() const noexcept { return {(seq_.get() - seq_at_attach_) / 2, steals_seen_.get()}; }
 
  private:
   friend Domain;
@@ -135,14 +161,18 @@ class executor : private detail::executor_link {
   friend class scoped_switch;
   static constexpr bool steals = policy::round != round_at::never;
   static constexpr bool counts_slot = policy::counts_slot_holds;
+  using stolen_hook = void (*)(const executor_id&) noexcept;
 
   explicit executor(Domain& d) : owner_(detail::this_thread_token()), barriers_{d.mechanism()} {
     dom = &d;
     rec = d.registry_.attach(&d.default_);
     // Relaxed: ordered by the acquire in registry::attach; only we write them from now on.
-    seq_ = rec->seq.load(std::memory_order_relaxed);
+    seq_at_attach_ = rec->seq.load(std::memory_order_relaxed);
+    seq_.set(seq_at_attach_);
     generation_ = rec->generation.load(std::memory_order_relaxed);
     holder_bit_ = detail::holder_set::bit_of(rec->id);
+    general_base_ = detail::holder_set::is_inline(rec->id) && barriers_.lean() ? 0 : detail::switch_general;
+    general_ = general_base_;
     held_ = &d.default_;
     held_ops_ = d.default_.ops_;
     next_on_thread = this_thread;
@@ -158,105 +188,183 @@ class executor : private detail::executor_link {
 #endif
   }
 
-  // Owner-only counter: a load and a store, no RMW (relaxed: statistics; only this thread writes).
-  // Not in the GenMC build: not part of the protocol, and each access is an event GenMC tracks.
-  static void bump([[maybe_unused]] std::atomic<std::uint64_t>& c) noexcept {
-#if !LAZYMM_GENMC
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-#endif
-  }
-  // The in-switch flag (owner-only, read by a signal handler on this thread). The compiler
-  // barriers keep it around the protocol. Not in the GenMC build, which models the barriers as
-  // fences (and has no signals).
-  void set_in_switch([[maybe_unused]] bool v) noexcept {
-#if !LAZYMM_GENMC
-    if (!v) detail::compiler_barrier();
-    in_switch.store(v, std::memory_order_relaxed);  // relaxed: read only on this thread
-    if (v) detail::compiler_barrier();
-#endif
+  // ---- the slow paths: out of line ------------------------------------------------------------
+  //
+  // general_ says whether a real switch must take the general form (real_switch<true>, which
+  // checks for re-entry and runs hooks) instead of the lean one (no call inside, so the compiler
+  // saves no registers; the light barrier without a test). Bits:
+  //   1 (detail::switch_general)  held_'s type has on_deactivate, or (general_base_, fixed at
+  //                               attach) our holder-set word is not in the context header
+  //                               (id >= 64) or the domain fell back from membarrier to fences
+  //   2 (busy)                    inside a switch or a hook: a switch now is a re-entry (from a
+  //                               hook or a signal handler) that the general form refuses
+  //   4 (detail::switch_stolen)   held_'s type has on_stolen (read from held_ops_ after a steal;
+  //                               without it the type's static storage is never read again)
+
+  static constexpr std::uint8_t busy = 2, take_general = detail::switch_general | busy;
+
+  // switch_to_default off its fast path: the holder's side of a steal (the slot holds the default
+  // context that a round left there), or a real switch.
+  [[gnu::noinline]] void default_slow() noexcept {
+    check_may_switch();
+    // Relaxed: see loaded().
+    if (rec->slot.load(std::memory_order_relaxed) != &dom->default_) return real_switch_any(&dom->default_);
+    enter_hooks();
+    saw_stolen();
+    leave_hooks();
   }
 
-  // The slot no longer holds held_ (a round stole it: it holds the default context): forget it
-  // and run its type's static on_stolen. The caller sets in_hooks. held_ops_ is static storage,
-  // valid even if the context itself is freed by now.
-  void saw_stolen() noexcept {
-    const detail::context_ops* ops = held_ops_;
-    held_ = &dom->default_;
-    held_ops_ = dom->default_.ops_;
-    bump(steals_seen_);
-    if (ops->stolen) ops->stolen(executor_id{rec->id, generation_});
-  }
-
-  // Always inlined into switch_to / switch_to_default, as switch_slot (see there).
-  [[gnu::always_inline]] void switch_to_context(context* next) noexcept {
-    // Relaxed load of our own slot: only a steal can change it behind our back, and nothing
-    // steals `next` while the caller holds an owning reference to it (or it is the default).
-    context* cur = rec->slot.load(std::memory_order_relaxed);
-    lazy_ = false;
-    if (cur == next) {  // fast path: already loaded
-      bump(fast_path_hits_);
-      // Private compare: the slot holds the default context but we last stored another one, so a
-      // round stole it (switch_to_default after a steal, detach and thread exit included).
-      if (cur != held_) [[unlikely]] {
-        in_hooks = true;
-        saw_stolen();
-        in_hooks = false;
-      }
-      return;
-    }
+  // switch_to off its fast path: a real switch (next is not in the slot; an empty ref is null).
+  [[gnu::noinline]] void switch_slow(context* next) noexcept {
+    LAZYMM_CHECK(next, "executor #%u: switch_to with an empty owning_ref (released, reset or moved from)", rec->id);
     // Always on: one compare on a real switch. A context of another domain would escape that
     // domain's rounds and be freed under this slot.
     LAZYMM_CHECK(next->domain_ == dom, "executor #%u: switch_to a context %p of another domain", rec->id,
                  static_cast<void*>(next));
-    LAZYMM_CHECK(!in_hooks, "executor #%u: switch called from inside its own on_activate/on_deactivate hook",
+    real_switch_any(next);
+  }
+
+  [[gnu::always_inline]] void real_switch_any(context* next) noexcept {
+    if ((general_ & take_general) || (next->ops_->switch_flags & detail::switch_activates)) [[unlikely]]
+      return real_switch_general(next);
+    real_switch<false>(next);
+  }
+
+  [[gnu::noinline]] void real_switch_general(context* next) noexcept {
+    check_may_switch();
+    real_switch<true>(next);
+  }
+
+  // Always on: a switch from inside this executor's own hook (on_activate, on_deactivate,
+  // on_stolen) or from a signal handler that interrupted its switch would end the switch in
+  // progress under it (seq even mid-switch: a waiting round frees what the hooks touch).
+  void check_may_switch() const noexcept {
+    LAZYMM_CHECK(!(general_ & busy),
+                 "executor #%u: switch called from inside its own on_activate/on_deactivate hook (or on_stolen, "
+                 "or a signal handler that interrupted its switch)",
                  rec->id);
-    bump(real_switches_);
-    const bool counted = counts_slot && next != &dom->default_;
+  }
+
+  // Hooks run with in_hooks (final drops and reclaim() refuse) and busy (switches refuse).
+  void enter_hooks() noexcept {
+    in_hooks = true;
+    general_ |= busy;
+  }
+  void leave_hooks() noexcept {
+    in_hooks = false;
+    general_ &= static_cast<std::uint8_t>(~busy);
+  }
+
+  // A real switch to next (checked by the caller). General: runs the hooks (on_deactivate of what
+  // the slot held, on_activate of next, or on_stolen if a round stole the slot) between (3) and
+  // (4), and finds an outer holder word. Lean: the caller saw no hook on either side; a steal
+  // noticed at (3) runs on_stolen after the switch (it touches no context, so where it runs
+  // does not matter).
+  template <bool General>
+  [[gnu::always_inline]] void real_switch(context* next) noexcept {
+    context* const dflt = &dom->default_;
+    general_ |= busy;  // from here to the end of the switch, a switch is a re-entry
     // Refcount: the slot's reference on next, taken before the slot holds it. Made from the
     // caller's owning reference, which keeps the count above zero.
-    if (counted) structural_kind::acquire(next);
-    // Shootdown: our word in next's holder set (for an id >= 64, allocated here, outside the
-    // switch, the first time such an executor runs next).
+    if constexpr (counts_slot)
+      if (next != dflt) structural_kind::acquire(next);
+    // Shootdown: our word in next's holder set (the default context's too: all its bits are set
+    // from the start, so nothing is written there). An id >= 64 may allocate here, outside the
+    // switch, the first time.
     std::atomic<std::uint64_t>* holder_word = nullptr;
 #if !LAZYMM_NO_HOLDER_SET
-    if (steals && next != &dom->default_)
-      holder_word = next->holders_.word_for(rec->id, [this] { return dom->registry_.size(); });
+    if constexpr (steals) {
+      if constexpr (General)
+        holder_word = next->holders_.word_for(rec->id, [this] { return dom->registry_.size(); });
+      else
+        holder_word = next->holders_.inline_word(rec->id);
+    }
 #endif
-    set_in_switch(true);  // a final drop on this thread from now on is a signal handler's
-    context* prev = detail::switch_slot<steals>(*rec, seq_, next, holder_word, holder_bit_, barriers_, [&](context* p) {
-      const executor_id me{rec->id, generation_};
-      in_hooks = true;
+    // rec->seq is odd from (1) to (5); our 64-bit copy (for stats()) moves first.
+    const std::uint64_t s = seq_.get() + 1;
+    seq_.set(s + 1);
+    auto hooks = [&](context* p) {
       // p != held_: p is the default context, put there by a steal since our last switch (before
-      // or after the load above): the holder's side of that steal runs here, where on_deactivate
-      // would have.
-      if (p != held_) [[unlikely]]
-        saw_stolen();
-      else if (p != &dom->default_ && p->ops_->deactivate)
-        p->ops_->deactivate(p, me);
-      if (next != &dom->default_ && next->ops_->activate) next->ops_->activate(next, me);
-      in_hooks = false;
-    });
-    held_ = next;
-    held_ops_ = next->ops_;
-    set_in_switch(false);
+      // or after the fast path's load): the holder's side of that steal runs instead of
+      // on_deactivate. Exactly one of them per load.
+      const bool stolen = p != held_;
+      if constexpr (!General) {
+        if (stolen) [[unlikely]]
+          stolen_fn_ = held_stolen(), stolen_pending_ = true;  // members: nothing stays live across (12)
+      } else {
+        const executor_id me{rec->id, generation_};
+        in_hooks = true;
+        if (stolen)
+          saw_stolen();
+        else if (p->ops_->deactivate)  // null for the default context
+          p->ops_->deactivate(p, me);
+        if (next->ops_->activate) next->ops_->activate(next, me);
+        in_hooks = false;
+      }
+      held_ = next;
+      held_ops_ = next->ops_;
+    };
+    const auto s32 = static_cast<std::uint32_t>(s);
+    context* prev;
+    if constexpr (General)
+      prev = detail::switch_slot<steals>(*rec, s32, next, holder_word, holder_bit_, barriers_.general(), hooks);
+    else
+      prev = detail::switch_slot<steals>(*rec, s32, next, holder_word, holder_bit_, barriers_, hooks);
+    // After (5): not busy any more; general_ for the next switch away from held_.
+    general_ = static_cast<std::uint8_t>(held_ops_->switch_flags | general_base_);
     // Refcount: the slot no longer holds prev; drop its reference (may tear down and free prev).
     if constexpr (counts_slot)
-      if (prev != &dom->default_) structural_kind::release(prev);
+      if (prev != dflt) structural_kind::release(prev);
+    if constexpr (!General)
+      if (stolen_pending_) [[unlikely]]
+        stolen_after_switch();
+  }
+
+  [[gnu::noinline]] void stolen_after_switch() noexcept {
+    stolen_pending_ = false;
+    enter_hooks();
+    run_on_stolen(stolen_fn_);
+    leave_hooks();
+  }
+
+  // The slot no longer holds held_ (a round stole it: it holds the default context): forget it
+  // and run the stolen context's on_stolen, from the private copy of its pointer. Nothing of the
+  // context or of its type's static storage is read: the context may be freed by now, and the
+  // object that defined its type unloaded (a type without on_stolen is never touched again).
+  // The caller has entered the hooks.
+  void saw_stolen() noexcept {
+    const stolen_hook fn = held_stolen();
+    held_ = &dom->default_;
+    held_ops_ = dom->default_.ops_;
+    general_ = static_cast<std::uint8_t>((general_ & busy) | general_base_);
+    run_on_stolen(fn);
+  }
+  stolen_hook held_stolen() const noexcept { return general_ & detail::switch_stolen ? held_ops_->stolen : nullptr; }
+  void run_on_stolen(stolen_hook fn) noexcept {
+    steals_seen_.set(steals_seen_.get() + 1);
+    if (fn) fn(executor_id{rec->id, generation_});
   }
 
   detail::thread_token owner_;
-  detail::barriers<typename Domain::backend> barriers_;
-  std::uint32_t seq_ = 0;         // our copy of rec->seq (only the owner writes it)
+  detail::lean_barriers<typename Domain::backend> barriers_;
+  // Our copy of rec->seq, 64 bits wide: it counts our real switches for stats() too. rec->seq
+  // holds its low 32 bits.
+  detail::owner_word<std::uint64_t> seq_;
+  std::uint64_t seq_at_attach_ = 0;
   std::uint32_t generation_ = 0;  // our incarnation of the record
   std::uint64_t holder_bit_ = 0;  // our bit in a holder-set word (detail::holder_set)
   bool lazy_ = false;             // informational: go_lazy() since the last switch
-  // What we last stored in the slot, and its hooks: a private copy, so that a steal (which
-  // leaves the default context in the slot) is seen by a compare, and its static on_stolen can
-  // run after the context is gone.
+  // What we last stored in the slot, and its type's on_stolen: private copies, so that a steal
+  // (which leaves the default context in the slot) is seen by a compare, and on_stolen can run
+  // after the context is gone without reading anything of it or of its type.
   context* held_ = nullptr;
   const detail::context_ops* held_ops_ = nullptr;
+  std::uint8_t general_ = 0;       // see "the slow paths" above
+  std::uint8_t general_base_ = 0;  // 1 if our holder-set word is not in the context header
+  bool stolen_pending_ = false;    // a hook-less switch noticed a steal: stolen_fn_ runs after it
+  stolen_hook stolen_fn_ = nullptr;
   std::uint32_t scoped_depth_ = 0;  // live scoped_switch objects on this executor (LIFO check)
-  std::atomic<std::uint64_t> real_switches_{0}, fast_path_hits_{0}, steals_seen_{0};
+  detail::owner_word<std::uint64_t> steals_seen_;
 };
 
 }  // namespace lazymm

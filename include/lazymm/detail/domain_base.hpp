@@ -70,10 +70,10 @@ struct __attribute__((visibility("default"))) executor_link {
   domain_base* dom = nullptr;
   executor_record* rec = nullptr;
   bool in_hooks = false;  // owner-only: inside on_activate / on_deactivate / on_stolen
-  // Owner-only: inside the protocol part of a real switch (switch_slot). Read by a final drop on
-  // the same thread, i.e. a signal handler that interrupted the switch; atomic (lock-free) for
-  // that, relaxed, with compiler barriers around the writes (executor.hpp).
-  std::atomic<bool> in_switch{false};
+  // Inside the protocol part of a real switch (switch_slot, (1) to (5)): the record's seq is
+  // odd. Asked on the owner's thread only (a hook, or a signal handler that interrupted the
+  // switch). Relaxed: the thread's own store.
+  bool in_switch() const noexcept { return rec->seq.load(std::memory_order_relaxed) & 1u; }
   // A library-managed executor whose domain was destroyed while its thread lived: it stays on
   // the thread's list (only the thread may unlink it) until the thread exits, and every walk
   // skips it. Written once, by ~domain, under the process lock. Relaxed: a walk that could
@@ -147,6 +147,10 @@ class domain_base {
 #endif
     default_.domain_ = this;
     default_.ops_ = &ops_for<default_context_type>::table;
+    // Every executor is in the default context's holder set from the start, so a real switch to
+    // it finds its bit set and writes nothing (no round ever reads this set: the default context
+    // is never dropped). Relaxed: the domain is not shared yet.
+    for (auto& w : default_.holders_.inline_words) w.store(~std::uint64_t{0}, std::memory_order_relaxed);
 #if !LAZYMM_GENMC
     process::add_domain(this);
 #endif
@@ -185,8 +189,7 @@ class domain_base {
                    "final drop of context %p inside an on_activate/on_deactivate hook of executor #%u: "
                    "switch hooks must not drop the last reference to any context",
                    static_cast<const void*>(x), l->rec->id);
-      // Relaxed: our own thread's store (see executor_link::in_switch).
-      LAZYMM_CHECK(!l->in_switch.load(std::memory_order_relaxed), LAZYMM_SIGNAL_DROP_MESSAGE, l->rec->id);
+      LAZYMM_CHECK(!l->in_switch(), LAZYMM_SIGNAL_DROP_MESSAGE, l->rec->id);
     }
   }
 

@@ -208,6 +208,12 @@ struct holder_set {
     return n;
   }
   static std::uint32_t word_of(std::uint32_t id) noexcept { return id / holder_bits_per_word; }
+  static bool is_inline(std::uint32_t id) noexcept { return word_of(id) < holder_inline_words; }
+  // The word of an id that is_inline().
+  std::atomic<std::uint64_t>* inline_word(std::uint32_t id) noexcept {
+    if constexpr (holder_inline_words == 1) return &inline_words[0];
+    return &inline_words[word_of(id)];
+  }
   static std::uint64_t bit_of(std::uint32_t id) noexcept { return std::uint64_t{1} << (id % holder_bits_per_word); }
   static std::uint32_t id_of(std::uint32_t word, std::uint64_t bits) noexcept {
     return word * holder_bits_per_word + static_cast<std::uint32_t>(__builtin_ctzll(bits));
@@ -297,22 +303,25 @@ void for_each_member(const registry& reg, const holder_set& h, F&& f) {
 // ---- the owner's switch ---------------------------------------------------------------------
 
 // Switches the owner's record from its slot to `next`; returns the context it switched away
-// from (read at (3): a stolen slot reads the default context). `seq` is the owner's private
-// copy of r.seq. `holder_word`, `holder_bit`: r's bit in next's holder set (null: the default
-// context, or an overflowed set), found before the call. `hooks(prev)` runs deactivate/activate. Steals: whether the policy steals
-// (otherwise (1), (2), (5), (12) and the holder set are not needed: nobody waits on seq, and no
-// round looks for holders).
+// from (read at (3): a stolen slot reads the default context). `s`: the odd value r.seq takes
+// for this switch (the owner's private count + 1); s + 1 at the end. `holder_word`,
+// `holder_bit`: r's bit in next's holder set (null: the default context, or an overflowed set),
+// found before the call. `hooks(prev)` runs deactivate/activate. Steals: whether the policy
+// steals (otherwise (2), (12) and the holder set are not needed, and (1)/(5) are relaxed: nobody
+// waits on seq and no round looks for holders; the odd seq still tells this thread's own later
+// code -- a hook, a signal handler -- that a switch is in progress).
 //
 // Barriers provides light() (2), heavy() (7), wait(r, s) (8: returns once r.seq != s, by an
 // acquire load) and wake_blocked(r) (12). See backend.hpp for the contract.
 // Always inlined: out of line, the hooks lambda becomes an object on the stack and the switch a
 // call (a real switch took 5.5 ns instead of 3 ns in a microbenchmark on the 2-core VM).
 template <bool Steals, class Barriers, class Hooks>
-[[gnu::always_inline]] inline context* switch_slot(executor_record& r, std::uint32_t& seq, context* next,
+[[gnu::always_inline]] inline context* switch_slot(executor_record& r, const std::uint32_t s, context* next,
                                                    std::atomic<std::uint64_t>* holder_word, std::uint64_t holder_bit,
                                                    const Barriers& b, Hooks&& hooks) noexcept {
-  const std::uint32_t s = seq + 1;
-  if constexpr (Steals) {
+  if constexpr (!Steals) {
+    r.seq.store(s, std::memory_order_relaxed);  // relaxed: read only by this thread (in_switch)
+  } else {
     // (1) A: odd seq. release: whatever a waiter's (8) reads from now on is a release store of
     // ours, so a wait that ends on the odd (1') of our *next* switch still synchronises (a
     // release sequence continues only through RMWs since C++20: a relaxed (1') would not).
@@ -359,9 +368,10 @@ template <bool Steals, class Barriers, class Hooks>
 #else
     r.seq.store(s + 1, std::memory_order_release);
 #endif
-    seq = s + 1;
     // (12) B: wake a reclaimer that blocked in (8), if any (backend.hpp).
     b.wake_blocked(r);
+  } else {
+    r.seq.store(s + 1, std::memory_order_relaxed);  // relaxed: as above
   }
   return prev;
 }

@@ -538,6 +538,12 @@ def machine_and_steps(env, ctx):
     return machine, "\n".join(lines)
 
 
+def errors(named):
+    """The rows that reported an error (left out of the tables), as a paragraph, or nothing."""
+    rows = [f"- {what}: `{r.runs[0]['name']}`: {r.error}" for what, res in named for r in res.rows if r.error]
+    return "\n**Rows that reported an error** (left out of the tables):\n\n" + "\n".join(rows) + "\n" if rows else ""
+
+
 def fill(template, values):
     def sub(m):
         if m.group(1) not in values:
@@ -558,7 +564,9 @@ def main(d, page, budgets):
     rate_t, drop_cost_t, lat_t = retire_tables(retire)
     h_drop, h_switch, h_targets = holder_tables(on, off)
     quick = env.get("quick", "0") not in ("", "0")
-    v = dict(env, base_commit=env.get("base_commit"), steps=steps, machine=machine,
+    named = [("main", main_res), ("retire", retire), ("holders", on), ("holders, without sets", off)] + \
+        [(f"trend, {b}", r) for b, r in trend.items()]
+    v = dict(env, base_commit=env.get("base_commit"), steps=steps, machine=machine, errors=errors(named),
              quick_warning="\n> **Quick mode (`BENCH_QUICK=1`)**: a smoke check of the pipeline; these figures are "
                            "noise and some rows are left out. Do not commit this page.\n" if quick else "",
              stamp=f"*Measured on commit {env.get('commit')}, {env.get('date')}, by `bench/report.sh`.*",

@@ -158,6 +158,19 @@ count_both() {
   bench/count.sh "$build/base-$base_commit" "$out/counts-base.tsv" refcount explicit implicit
 }
 
+# Everything the run needs, checked before the first minute is spent on it.
+preflight() {
+  local missing=()
+  for tool in cmake ninja git valgrind pkg-config; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || missing+=("python3-matplotlib (for /usr/bin/python3)")
+  git rev-parse --verify -q "$base_commit^{commit}" >/dev/null || missing+=("commit $base_commit in this clone")
+  if ((${#missing[@]})); then
+    printf 'bench/report.sh: missing: %s\n' "${missing[@]}" >&2
+    exit 2
+  fi
+}
+
+preflight
 if [[ -z ${BENCH_REPORT_ONLY:-} ]]; then
   start=$(date +%s)
   build_all

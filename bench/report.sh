@@ -113,7 +113,7 @@ alternate() {
       "$bin/$b" --benchmark_filter="$filter" --benchmark_min_time="$mt" "${gbench[@]}" \
         --benchmark_out="$dir/$b.$r.json" >/dev/null 2>&1
     done
-    bins=($(printf '%s\n' "${bins[@]}" | tac))
+    mapfile -t bins < <(printf '%s\n' "${bins[@]}" | tac)
   done
 }
 

@@ -114,20 +114,9 @@ struct atomic_shared_ptr_pair {
 };
 
 // ---- an intrusive atomic refcount -------------------------------------------------------------
-struct counted_payload {
-  std::atomic<std::int64_t> refs{1};
-  payload data;
-};
-
-struct intrusive_pair {
-  static inline counted_payload* shared = nullptr;
-  static void setup(const benchmark::State&) { shared = new counted_payload; }
-  static void teardown(const benchmark::State&) {
-    delete shared;
-    shared = nullptr;
-  }
+struct intrusive_pair : per_run<counted_payload> {
   static void run(benchmark::State& st) {
-    counted_payload* c = shared;  // the setup's reference outlives every worker: it is the task's
+    counted_payload* c = p;  // the setup's reference outlives every worker: it is the task's
     bool lazy = false;
     std::uint64_t acc = 0;
     for (auto _ : st) {

@@ -21,15 +21,9 @@ inline std::size_t next_index(std::size_t i, std::size_t k) noexcept {
 }
 
 template <class P, class B>
-struct lazymm_switch {
-  using domain_t = lazymm::domain<P, B>;
-  static inline domain_t* dom = nullptr;
-  static void setup(const benchmark::State&) { dom = new domain_t; }
-  static void teardown(const benchmark::State&) {
-    delete dom;
-    dom = nullptr;
-  }
+struct lazymm_switch : per_run<lazymm::domain<P, B>> {
   static void run(benchmark::State& st) {
+    auto* dom = lazymm_switch::p;
     if (!backend_in_force<B>(st, *dom)) return;
     const auto k = static_cast<std::size_t>(st.range(0));
     std::vector<lazymm::owning_ref<bench_ctx>> ctxs;  // declared first: outlives the executor
@@ -86,11 +80,6 @@ struct shared_ptr_switch {
       lazy_hold = objs[i];  // context-free work: keep a counted copy
     }
   }
-};
-
-struct counted_payload {
-  std::atomic<std::int64_t> refs{1};
-  payload data;
 };
 
 struct intrusive_switch {

@@ -40,6 +40,24 @@ struct payload {
   std::uint64_t pad[7] = {};
 };
 
+// The payload with an intrusive atomic reference count next to it (the counting peers).
+struct counted_payload {
+  std::atomic<std::int64_t> refs{1};
+  payload data;
+};
+
+// One T shared by every thread of a benchmark: made by its Setup, deleted by its Teardown (both run
+// on the main thread, before the workers start and after they all finish).
+template <class T>
+struct per_run {
+  static inline T* p = nullptr;
+  static void setup(const benchmark::State&) { p = new T; }
+  static void teardown(const benchmark::State&) {
+    delete p;
+    p = nullptr;
+  }
+};
+
 // The lazymm context: the payload lives in the context object, next to the counts, as mm_count
 // lives in mm_struct (so the refcount policy pays for the shared line in the same way a real
 // runtime would).

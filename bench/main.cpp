@@ -4,6 +4,8 @@
 //
 // LAZYMM_BENCH_CPUS=N overrides the core count used to choose thread counts (default: the
 // number of CPUs this process may run on). bench/report.sh runs it and writes docs/benchmarks.md.
+// Built with LAZYMM_BENCH_TREND_ONLY=1 (lazymm_trend, lazymm_trend_base) it registers only the
+// lazy-pair and real-switch workloads, whose sources compile against every release since 0.1.
 #include <cstdlib>
 #include <string>
 
@@ -31,7 +33,9 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("urcu_peer", "not built (LAZYMM_BENCH_URCU=OFF)");
 #endif
   benchmark::AddCustomContext("lazymm_checked", LAZYMM_CHECKED ? "1" : "0");
-#if LAZYMM_NO_HOLDER_SET
+#if LAZYMM_BENCH_TREND_ONLY
+  benchmark::AddCustomContext("holder_sets", "n/a (trend build)");
+#elif LAZYMM_NO_HOLDER_SET
   benchmark::AddCustomContext("holder_sets", "off (LAZYMM_NO_HOLDER_SET: rounds walk every record)");
 #else
   benchmark::AddCustomContext("holder_sets", "on");
@@ -39,9 +43,11 @@ int main(int argc, char** argv) {
 
   bench::register_lazy_pair(cpus);
   bench::register_switch(cpus);
+#if !LAZYMM_BENCH_TREND_ONLY
   bench::register_drop(cpus);
   bench::register_churn(cpus);
   bench::register_retire(cpus);
+#endif
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -1,58 +1,58 @@
 #!/usr/bin/env bash
 # bench/count.sh SOURCE_ROOT OUT_TSV [POLICY...]: instructions per iteration of lazymm's hot paths,
-# counted by callgrind (exact: no timing noise). Compiles bench/count_instructions.cpp against
-# SOURCE_ROOT/include (this tree, or an older release extracted beside it) with -O2 -DNDEBUG
-# -DLAZYMM_CHECKED=0, runs each loop with N and 2N iterations, and writes one line per count:
+# counted by callgrind (exact: no timing noise). Compiles tests/perf/hotpath.cpp (the hot-path
+# guard's program) against SOURCE_ROOT/include (this tree, or an older release extracted beside
+# it) with -O2 -DNDEBUG -DLAZYMM_CHECKED=0, counts inside each loop's function only, and writes
+# one line per count:
 #
 #   policy <TAB> backend <TAB> loop <TAB> instructions per iteration <TAB> mechanism under valgrind
 #
 # loop: floor (a thread-local store pair, policy and backend "-"), pair (the lazy pair: switch_to
 # the loaded context + go_lazy), switch (one real switch + go_lazy: half of two of each).
 # POLICY defaults to refcount explicit implicit; batched_explicit and batched_implicit need a tree
-# that has lazymm::batched (COUNT_BATCHED=1). Needs valgrind. About 1 minute on 2 cores.
+# that has lazymm::batched. Needs valgrind. About 30 s on 2 cores.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+prog="$here/../tests/perf/hotpath.cpp"  # the hot-path guard's program (tests/perf/check.sh)
 src=$1 out=$2
 shift 2
 policies=("$@")
 [[ ${#policies[@]} -gt 0 ]] || policies=(refcount explicit implicit)
 command -v valgrind >/dev/null || { echo "count.sh: valgrind not installed (apt-get install valgrind)" >&2; exit 2; }
-n=${COUNT_N:-100000}
+n=${COUNT_N:-10000}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-${CXX:-c++} -std=c++20 -O2 -DNDEBUG -DLAZYMM_CHECKED=0 -DLAZYMM_TEST_SEAMS=0 \
-  -DLAZYMM_COUNT_BATCHED="${COUNT_BATCHED:-0}" -I"$src/include" "$here/count_instructions.cpp" \
-  -o "$tmp/count" -pthread
+declare -A type=([refcount]=refcount [explicit]=explicit_shootdown [implicit]=implicit_shootdown
+                 [batched_explicit]="batched<lazymm::explicit_shootdown>"
+                 [batched_implicit]="batched<lazymm::implicit_shootdown>")
 
-# ir POLICY BACKEND LOOP ITERATIONS: instructions of one whole run (and the mechanism, in $tmp).
-ir() {
-  local f="$tmp/$1.$2.$3.$4"
-  valgrind --tool=callgrind --callgrind-out-file="$f.cg" "$tmp/count" "$@" >/dev/null 2>"$f.err"
-  sed -n 's/^mechanism: //p' "$f.err" >"$f.mech"
-  grep -oE 'Collected : [0-9]+' "$f.err" | grep -oE '[0-9]+'
-}
-# one POLICY BACKEND LOOP: the line for that count.
+# one POLICY BACKEND: the lines for that binary (floor only for explicit/membarrier).
 one() {
-  local a b per
-  a=$(ir "$1" "$2" "$3" "$n")
-  b=$(ir "$1" "$2" "$3" $((2 * n)))
-  per=$(((b - a) / n))
-  if [[ $3 == switch ]]; then per=$(((b - a) / (2 * n))); fi
-  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$per" "$(cat "$tmp/$1.$2.$3.$n.mech")"
+  local bin="$tmp/$1.$2" loop case per
+  ${CXX:-c++} -std=c++20 -O2 -DNDEBUG -DLAZYMM_CHECKED=0 -I"$src/include" "-DPOLICY=lazymm::${type[$1]}" \
+    "-DBACKEND=lazymm::$2_backend" "$prog" -o "$bin" -pthread
+  for loop in floor pair switch; do
+    [[ $loop == floor && "$1.$2" != explicit.membarrier ]] && continue
+    case $loop in pair) case=lazy_pair ;; switch) case=real_switch ;; *) case=floor ;; esac
+    # Exact: callgrind counts only inside the case's function (--toggle-collect).
+    valgrind --tool=callgrind --toggle-collect="perf_$case" --callgrind-out-file="$bin.$loop.cg" "$bin" "$case" "$n" \
+      >/dev/null 2>"$bin.$loop.err"
+    per=$(grep -oE 'Collected : [0-9]+' "$bin.$loop.err" | grep -oE '[0-9]+')
+    per=$(((per + n / 2) / n))
+    [[ $loop == switch ]] && per=$(((per + 1) / 2))  # two real switches per iteration
+    local who=("$1" "$2")
+    [[ $loop == floor ]] && who=(- -)
+    printf '%s\t%s\t%s\t%s\t%s\n' "${who[@]}" "$loop" "$per" "$(sed -n 's/^mechanism: //p' "$bin.$loop.err")"
+  done
 }
 
-todo=()
-todo+=("explicit membarrier floor")
+j=0
 for p in "${policies[@]}"; do
   for b in membarrier fence; do
-    todo+=("$p $b pair" "$p $b switch")
+    one "$p" "$b" >"$tmp/line.$(printf %03d "$j")" &
+    j=$((j + 1))
+    if (($(jobs -rp | wc -l) >= $(nproc))); then wait -n; fi
   done
 done
-# Counts are exact, so the runs go in parallel, one per core.
-for j in "${!todo[@]}"; do
-  # shellcheck disable=SC2086
-  one ${todo[$j]} >"$tmp/line.$(printf %03d "$j")" &
-  if (($(jobs -rp | wc -l) >= $(nproc))); then wait -n; fi
-done
 wait
-cat "$tmp"/line.* | sed 's/^explicit\tmembarrier\tfloor/-\t-\tfloor/' >"$out"
+cat "$tmp"/line.* >"$out"

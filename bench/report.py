@@ -5,8 +5,8 @@
 RESULTS_DIR holds what report.sh wrote: env.txt (key=value), main.json, retire.json (Google
 Benchmark JSON with every repetition), holders/*.json and trend/*.json (one file per binary and
 round), counts-today.tsv and counts-base.tsv (bench/count.sh). The prose is bench/benchmarks.md.in;
-this script fills its {{placeholders}} with tables. $BENCH_BUDGETS (a file: policy, backend, loop,
-maximum instructions) supplies the written budgets of the instruction counts, where they exist.
+this script fills its {{placeholders}} with tables. The written budgets of the instruction counts
+are the hot-path guard's (tests/perf/budgets.txt, or $BENCH_BUDGETS in its format).
 
 Metrics: real_time is wall time / iterations of all threads; cpu_time is CPU time / iterations
 of all threads, i.e. what one operation costs the thread that runs it. Medians are computed here
@@ -283,12 +283,17 @@ def counts_table(today, base, budgets):
 
 
 def load_budgets():
-    path = os.environ.get("BENCH_BUDGETS")
-    if not path:
-        return {}
+    """The hot-path guard's budgets (tests/perf/budgets.txt), or $BENCH_BUDGETS in the same format."""
+    path = os.environ.get("BENCH_BUDGETS") or os.path.join(os.path.dirname(__file__), "..", "tests", "perf", "budgets.txt")
+    loops = {"lazy_pair": "pair", "real_switch": "switch"}
+    budgets = {}
     with open(path) as f:
-        rows = [line.split() for line in f if line.strip() and not line.startswith("#")]
-    return {(p, b, loop): int(n) for p, b, loop, n in rows}
+        for line in f:
+            row = line.split()
+            if len(row) >= 4 and not row[0].startswith("#") and row[0] in loops:
+                policy = row[1].replace("batched<", "batched_").replace("_shootdown", "").rstrip(">")
+                budgets[(policy, row[2], loops[row[0]])] = int(row[3])
+    return budgets
 
 
 def release_targets(trend, today, base, budgets):

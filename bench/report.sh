@@ -33,9 +33,8 @@
 #   HOLDER_REPS, TREND_REPS           alternating repetitions of each build pair (3, 7)
 #   BENCH_REPORT_ONLY=1  skip build and runs; rewrite the page from the last results
 #   BENCH_PAGE           where to write the page (default docs/benchmarks.md; plots beside it)
-#   BENCH_BUDGETS        a file of written instruction budgets, one per line: policy backend loop
-#                        maximum (loop: pair or switch; e.g. "implicit membarrier switch 55"); the
-#                        page then judges every count against its budget
+#   BENCH_BUDGETS        the written instruction budgets the page judges the counts against
+#                        (default: the hot-path guard's, tests/perf/budgets.txt; same format)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -154,7 +153,7 @@ run_all() {
 # The instruction counts. This is the one place to point at another counter (e.g. tests/perf): it
 # must write the two TSV files in bench/count.sh's format.
 count_both() {
-  COUNT_BATCHED=1 bench/count.sh . "$out/counts-today.tsv" refcount explicit implicit batched_explicit batched_implicit
+  bench/count.sh . "$out/counts-today.tsv" refcount explicit implicit batched_explicit batched_implicit
   bench/count.sh "$build/base-$base_commit" "$out/counts-base.tsv" refcount explicit implicit
 }
 

@@ -2,7 +2,8 @@
 //   hotpath CASE N
 // Each case is one noinline function named perf_CASE; check.sh collects only inside it
 // (--toggle-collect), so the count is exact and independent of set-up and machine load.
-// Policy and backend come from the command line (-DPOLICY=..., -DBACKEND=...).
+// Policy and backend come from the command line (-DPOLICY=..., -DBACKEND=...). bench/count.sh
+// compiles the same program against an older release's headers for the report's trend.
 #include <lazymm/lazymm.hpp>
 
 #include <cstdio>
@@ -77,6 +78,8 @@ int main(int argc, char** argv) {
   const char* what = argv[1];
   const long n = std::atol(argv[2]);
   dom_t d;
+  // For bench/count.sh: valgrind may refuse membarrier (the domain then falls back to fences).
+  std::fprintf(stderr, "mechanism: %s\n", lazymm::to_string(d.mechanism()));
   {
     auto ex = d.attach();
     auto a = d.make<ctx>();

@@ -197,6 +197,9 @@ inline void sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t value) noex
 #endif
 }
 
+// A pause of about a millisecond in a loop that waits for other threads (domain.hpp).
+inline void sleep_briefly() noexcept { std::this_thread::sleep_for(std::chrono::milliseconds(1)); }
+
 // Called from the owner's switch (12). On x86-64 and arm64 Linux the syscall instruction is
 // inline, not a call into libc: the switch then contains no call and the compiler saves no
 // registers for this cold branch (the lean switch in executor.hpp).

@@ -50,7 +50,7 @@ struct context_ops {
   // stolen is not null, switch_activates if activate is not null (the switch to it does).
   std::uint8_t switch_flags;
 };
-inline constexpr std::uint8_t switch_general = 1, switch_stolen = 4, switch_activates = 8;
+inline constexpr std::uint8_t switch_general = 1, switch_stolen = 4, switch_activates = 8, switch_thread_bound = 16;
 
 // Header states, checked in checked mode; the freed value is also the poison.
 enum : std::uint32_t {
@@ -103,6 +103,11 @@ class context {
   std::atomic<std::uint32_t> state_{detail::state_live};  // read only in checked mode
   context* retire_next_ = nullptr;  // batched policies: the retire queue's link (detail::retire_link)
   detail::holder_set holders_;      // shootdown policies: executors that may hold it (protocol.hpp)
+  // Thread-bound types only (T::thread_bound): loads of this context not yet undone on their
+  // holder's thread (each real switch to it adds one, its on_deactivate takes it away), plus one
+  // for the owners, which the final drop's round gives back. The teardown (free, under explicit)
+  // runs when it reaches zero, on whichever thread brings it there.
+  std::atomic<std::int64_t> binds_{1};
   friend struct detail::retire_link;
 };
 
@@ -129,7 +134,24 @@ struct retire_link {
 //                                             (static: the context may be freed by then)
 //   static void on_free(T*) noexcept          releases the memory (default: delete); declared
 //                                             for T itself (an inherited on_free(Base*) is refused)
+//   static constexpr bool thread_bound = true   not a hook: the type binds per-thread state in
+//                                             on_activate that only the holder's own thread can
+//                                             undo (on_deactivate, required): every load gets
+//                                             its on_deactivate on its thread, after a steal too,
+//                                             before the teardown (free, under explicit_shootdown)
+//                                             runs; both hooks run outside the switch protocol
 namespace detail {
+
+// T::thread_bound, if T declares it (docs/api.md, "Thread-bound contexts").
+template <class T>
+constexpr bool declared_thread_bound() {
+  if constexpr (requires { T::thread_bound; })
+    return static_cast<bool>(T::thread_bound);
+  else
+    return false;
+}
+template <class T>
+inline constexpr bool thread_bound_v = declared_thread_bound<T>();
 
 template <class T>
 concept has_on_activate = requires(T& t, executor_id e) { t.on_activate(e); };
@@ -247,6 +269,9 @@ void check_context_type() {
                 "lazymm: a context hook is declared but not public (private, protected or ambiguous): lazymm "
                 "cannot call it");
   static_assert(hooks_noexcept<T>(), "lazymm: context hooks must be noexcept");
+  static_assert(!thread_bound_v<T> || has_on_deactivate<T>,
+                "lazymm: a thread_bound context type needs on_deactivate(lazymm::executor_id): the undo that runs on "
+                "each holder's own thread before the teardown");
 }
 
 template <class T>
@@ -282,7 +307,8 @@ struct ops_for {
       &free,
       type_name<T>(),
       static_cast<std::uint8_t>((has_on_deactivate<T> ? switch_general : 0) | (has_on_stolen<T> ? switch_stolen : 0) |
-                                (has_on_activate<T> ? switch_activates : 0)),
+                                (has_on_activate<T> ? switch_activates : 0) |
+                                (thread_bound_v<T> ? switch_general | switch_activates | switch_thread_bound : 0)),
   };
 };
 

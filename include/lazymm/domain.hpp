@@ -11,6 +11,9 @@
 
 #include <cstddef>
 #include <new>
+#if !LAZYMM_GENMC
+#include <cstdio>
+#endif
 #include <type_traits>
 #include <utility>
 
@@ -40,6 +43,8 @@ class domain final : public detail::domain_base {
   // more). Then: no executor attached, no context alive, or it aborts with a message. No thread
   // may use the domain during or after this.
   ~domain() {
+    if constexpr (Policy::batches) reclaim_all();
+    drain_thread_bound();
 #if !LAZYMM_GENMC
     {
       detail::process::guard g;
@@ -52,12 +57,8 @@ class domain final : public detail::domain_base {
       }
     }
 #endif
-    if constexpr (Policy::batches) {
-      batch_.q.lock();
-      while (reclaim_locked()) {
-      }
-      batch_.q.unlock();
-    }
+    if constexpr (Policy::batches) reclaim_all();
+    drain_thread_bound();
     check_destroyable();
   }
 
@@ -102,6 +103,10 @@ class domain final : public detail::domain_base {
     return *e;
   }
 #endif
+
+  // How long ~domain waits for the undos of thread-bound contexts (nudging their holders every
+  // millisecond) before it aborts naming the executors that never undid their load. 0: forever.
+  void set_drain_timeout(unsigned milliseconds) noexcept { drain_timeout_ms_ = milliseconds; }
 
   // The calling thread's executor of this domain (RAII or managed), or nullptr. Never attaches.
   executor_type* find_thread_executor() noexcept {
@@ -150,9 +155,16 @@ class domain final : public detail::domain_base {
   // rcu_barrier(): returns once every context retired before the call is freed (under implicit,
   // torn down and freed). The same as reclaim(): a reclaim in progress elsewhere holds what it took
   // until it is done, and this call waits for it.
+  //
+  // Thread-bound contexts (T::thread_bound) are torn down and freed only after every holder's
+  // undo: synchronize() then also waits until no teardown is pending in the domain, polling the
+  // calling thread's own executor and nudging the others (set_nudge); with a nudge installed it
+  // waits about as long as the runtime takes to act on one, without one until each holder's next
+  // switch, poll_stolen(), detach or thread exit.
   void synchronize() noexcept requires(Policy::batches) {
     check_may_reclaim("synchronize()");
     reclaim();
+    wait_thread_bound(0);
   }
 
   // For idle loops and timers: reclaims if the backlog reached the threshold or the oldest queued
@@ -197,6 +209,7 @@ class domain final : public detail::domain_base {
   inline static thread_local const domain* reclaiming_ = nullptr;  // this thread runs a reclaim of it
 
   void check_may_reclaim(const char* what) const noexcept {
+    check_not_nudging(what);
     for (auto* l = detail::executor_link::this_thread; l; l = l->next_on_thread)
       LAZYMM_CHECK(!l->in_hooks, "%s inside an on_activate/on_deactivate hook of executor #%u", what, l->rec->id);
     LAZYMM_CHECK(reclaiming_ != this,
@@ -236,8 +249,13 @@ class domain final : public detail::domain_base {
     return total;
   }
 
-  // What the base policy does once no executor holds x.
+  // What the base policy does once no executor holds x (a thread-bound x: once every holder
+  // undid its load as well).
   void after_round(context* x) noexcept {
+    if (is_thread_bound(x) && !owners_unbind(x)) return;  // the last holder's undo completes
+    after_round_now(x);
+  }
+  void after_round_now(context* x) noexcept {
     if constexpr (Policy::round == round_at::owning_zero) {
       run_teardown(x);
       detail::release_structural(x);  // the owners' structural reference; frees x (no round)
@@ -249,7 +267,8 @@ class domain final : public detail::domain_base {
   // A final drop of a batched domain: queue x; past the backlog bound, help; past twice the
   // bound, wait for the running reclaim and help (a drop from a hook of a reclaim never waits).
   void retire(context* x) noexcept {
-    const std::size_t n = batch_.q.push(x);
+    // The bound counts contexts waiting for thread-bound undos too (they hold their memory).
+    const std::size_t n = batch_.q.push(x) + pending_bound_.load(std::memory_order_relaxed);
     if (n < batch_.opts.backlog || reclaiming_ == this) return;
     if (!batch_.q.try_lock()) {
       if (n < 2 * batch_.opts.backlog) return;  // the running reclaim (or the next) takes it
@@ -261,6 +280,7 @@ class domain final : public detail::domain_base {
 
   void owning_zero(context* x) noexcept override {
     check_not_in_switch_hook(x);
+    check_not_nudging("final drop");
     if constexpr (Policy::round == round_at::owning_zero && !Policy::batches) {
       // The round and the teardown are part of this drop's latency (timed to the free).
       [[maybe_unused]] timed_drop t(x);
@@ -281,12 +301,20 @@ class domain final : public detail::domain_base {
       }
 #endif
     }
+    // A thread-bound x under implicit (after its round) or refcount (no round: holders undo at
+    // their next switch away): the teardown waits for every load's undo.
+    if constexpr (Policy::round != round_at::structural_zero)
+      if (is_thread_bound(x) && !owners_unbind(x)) return;
+    teardown_then_release(x);
+  }
+  void teardown_then_release(context* x) noexcept {
     run_teardown(x);
     detail::release_structural(x);  // the owners' structural reference
   }
 
   void structural_zero(context* x) noexcept override {
     check_not_in_switch_hook(x);
+    check_not_nudging("final drop");
     [[maybe_unused]] timed_drop t(x);
     if constexpr (Policy::round == round_at::structural_zero) {
       if constexpr (Policy::batches) {
@@ -295,8 +323,72 @@ class domain final : public detail::domain_base {
       } else {
         shootdown<Backend>(detail::one_context{x, &x->holders_});
       }
+      if (is_thread_bound(x) && !owners_unbind(x)) return;  // explicit: the free waits for the undos
     }
     run_free(x);
+  }
+
+  static bool is_thread_bound(const context* x) noexcept {
+    return x->ops_->switch_flags & detail::switch_thread_bound;
+  }
+
+  // The last undo of a thread-bound x was given back (on its holder's thread, outside any switch):
+  // what the policy deferred.
+  void complete_bound(context* x) noexcept override {
+    if constexpr (Policy::batches)
+      after_round_now(x);
+    else if constexpr (Policy::round == round_at::structural_zero)
+      run_free(x);
+    else
+      teardown_then_release(x);
+    bound_completed();
+  }
+
+#if LAZYMM_GENMC
+  // The model's threads are joined before ~domain: nothing may be pending (an assertion).
+  bool wait_thread_bound(std::size_t left, unsigned = 0) noexcept { return pending_teardowns() <= left; }
+  void drain_thread_bound() noexcept {
+    LAZYMM_CHECK(pending_teardowns() == 0, "domain destroyed while thread-bound contexts wait for undos");
+  }
+#else
+  // Waits until at most `left` thread-bound teardowns are pending: polls this thread's executor
+  // (its undo is this thread's to run) and nudges the executors that still owe one, every 1 ms.
+  // Gives up after `timeout_ms` (0: never), returning false.
+  bool wait_thread_bound(std::size_t left, unsigned timeout_ms = 0) noexcept {
+    for (unsigned ms = 0; pending_teardowns() > left; ++ms) {
+      if (timeout_ms && ms >= timeout_ms) return false;
+      if (auto* l = detail::executor_link::find(this)) l->poll(l);
+      if (pending_teardowns() <= left) break;
+      for (auto* r = registry_.head(); r; r = r->next)
+        // Relaxed: hints (executor_record::bound); a stale one costs a spare nudge.
+        if (r->in_use.load(std::memory_order_acquire) && r->bound.load(std::memory_order_relaxed) && nudge_)
+          nudge(executor_id{r->id, r->generation.load(std::memory_order_acquire)});
+      detail::sleep_briefly();
+    }
+    return true;
+  }
+
+  // ~domain: every thread-bound teardown completes, or the domain aborts naming the executors
+  // whose undo never came (after set_drain_timeout()'s limit, 10 s by default, of nudges).
+  void drain_thread_bound() noexcept {
+    if (wait_thread_bound(0, drain_timeout_ms_)) return;
+    for (auto* r = registry_.head(); r; r = r->next)
+      if (r->in_use.load(std::memory_order_acquire) && r->bound.load(std::memory_order_relaxed))
+        std::fprintf(stderr, "lazymm: executor #%u still owes the undo (on_deactivate) of thread-bound context %p\n",
+                     r->id, static_cast<void*>(r->bound.load(std::memory_order_relaxed)));
+    detail::abort_with("domain destroyed while %zu thread-bound context(s) wait for their holders' undo (on_deactivate "
+                       "on the holder's thread): make those executors switch, poll_stolen() or detach first (a nudge, "
+                       "set_nudge(), lets the domain ask them)",
+                       pending_teardowns());
+  }
+
+#endif
+
+  void reclaim_all() noexcept requires(Policy::batches) {
+    batch_.q.lock();
+    while (reclaim_locked()) {
+    }
+    batch_.q.unlock();
   }
 
   // Releases a record whose owner does not run: a managed executor of a live thread (~domain)
@@ -310,6 +402,9 @@ class domain final : public detail::domain_base {
     const std::uint32_t s = r->seq.load(std::memory_order_relaxed);
     if (s & 1u) r->seq.store(s + 1, std::memory_order_relaxed);
     r->waiters.store(0, std::memory_order_relaxed);
+    // A thread-bound load nobody can undo any more (the thread does not exist here; ~domain
+    // drained every live holder's first): its bind is given back on its behalf.
+    if (context* b = r->bound.exchange(nullptr, std::memory_order_relaxed)) holder_unbind(b);
     detail::registry::detach(r);
     if constexpr (Policy::counts_slot_holds)
       if (prev != &default_) detail::release_structural(prev);
@@ -351,6 +446,7 @@ class domain final : public detail::domain_base {
 #endif
 
   [[no_unique_address]] std::conditional_t<Policy::batches, batching, no_batching> batch_;
+  unsigned drain_timeout_ms_ = 10'000;
 };
 
 // make_context<T>(d, args...) is d.make<T>(args...).

@@ -76,6 +76,9 @@ class executor : private detail::executor_link {
 #if defined(LAZYMM_MUTANT_DETACH_EARLY)
     detail::registry::detach(rec);
 #endif
+#if defined(LAZYMM_MUTANT_BOUND_LOST_AT_DETACH)
+    general_ &= static_cast<std::uint8_t>(~detail::switch_thread_bound);
+#endif
     switch_to_default();
     lazy_ = false;
     LAZYMM_TEST_POINT(detach_before_unregister, rec->id);
@@ -146,9 +149,7 @@ class executor : private detail::executor_link {
     // Relaxed: only a steal changes the slot behind our back, and a steal only puts the default
     // context there; on_stolen touches no context (static), so nothing needs ordering.
     if (rec->slot.load(std::memory_order_relaxed) == held_) return false;
-    enter_hooks();
-    saw_stolen();
-    leave_hooks();
+    took_steal();
     return true;
   }
 
@@ -175,9 +176,12 @@ class executor : private detail::executor_link {
     general_ = general_base_;
     held_ = &d.default_;
     held_ops_ = d.default_.ops_;
+    poll = &poll_link;
     next_on_thread = this_thread;
     this_thread = this;
   }
+
+  static bool poll_link(detail::executor_link* l) noexcept { return static_cast<executor*>(l)->poll_stolen(); }
 
   void check_owner([[maybe_unused]] const char* op) const noexcept {
 #if LAZYMM_GENMC
@@ -209,9 +213,19 @@ class executor : private detail::executor_link {
     check_may_switch();
     // Relaxed: see loaded().
     if (rec->slot.load(std::memory_order_relaxed) != &dom->default_) return real_switch_any(&dom->default_);
+    took_steal();
+  }
+
+  // The holder's side of a steal noticed outside a switch: on_stolen, then, for a thread-bound
+  // type, its undo (the context is alive: our load is still counted in its binds_).
+  void took_steal() noexcept {
+    context* const x = held_;
+    const detail::context_ops* const ops = held_ops_;
+    const bool bound = general_ & detail::switch_thread_bound;
     enter_hooks();
     saw_stolen();
     leave_hooks();
+    if (bound) undo_bound(x, ops);
   }
 
   // switch_to off its fast path: a real switch (next is not in the slot; an empty ref is null).
@@ -232,7 +246,40 @@ class executor : private detail::executor_link {
 
   [[gnu::noinline]] void real_switch_general(context* next) noexcept {
     check_may_switch();
+    if (general_ & detail::switch_thread_bound) {  // leave a thread-bound context first
+      leave_thread_bound();
+      if (next == &dom->default_) return;
+    }
     real_switch<true>(next);
+  }
+
+  // ---- thread-bound contexts (T::thread_bound) -----------------------------------------------
+  // Each real switch to x counts a bind in x->binds_; each undo (on_deactivate, on this thread)
+  // gives it back; x's teardown (free, under explicit) waits for the last one. The hooks run
+  // outside the switch protocol (between two switches, or after one): a hook may drop references
+  // (no round waits for this executor there: its seq is even), and a switch of this executor
+  // from inside it aborts (busy).
+
+  // Leaves the held thread-bound x: a hook-less switch to the default context (a steal noticed
+  // at (3) runs x's on_stolen after it), then x's undo.
+  void leave_thread_bound() noexcept {
+    context* const x = held_;
+    const detail::context_ops* const ops = held_ops_;
+    real_switch<false>(&dom->default_);
+    undo_bound(x, ops);
+  }
+
+  // One load of x undone on this thread: on_deactivate, then the bind given back (the last one
+  // runs x's deferred teardown here, outside any switch).
+  void undo_bound(context* x, const detail::context_ops* ops) noexcept {
+    general_ |= busy;
+    ops->deactivate(x, executor_id{rec->id, generation_});
+    general_ &= static_cast<std::uint8_t>(~busy);
+    rec->bound.store(nullptr, std::memory_order_relaxed);  // relaxed: a hint (executor_record::bound)
+#if defined(LAZYMM_MUTANT_BOUND_ACK_TWICE)
+    detail::domain_base::holder_unbind(x);
+#endif
+    detail::domain_base::holder_unbind(x);
   }
 
   // Always on: a switch from inside this executor's own hook (on_activate, on_deactivate,
@@ -268,6 +315,17 @@ class executor : private detail::executor_link {
     // caller's owning reference, which keeps the count above zero.
     if constexpr (counts_slot)
       if (next != dflt) structural_kind::acquire(next);
+    // Thread-bound next: count our load before the slot can hold it (relaxed: made under the
+    // caller's owning reference, so it precedes the owners' unbind in binds_' modification order;
+    // the undo's release carries the ordering). Its on_activate runs after the protocol.
+    [[maybe_unused]] bool bound_next = false;
+    if constexpr (General) {
+      bound_next = next->ops_->switch_flags & detail::switch_thread_bound;
+      if (bound_next) {
+        next->binds_.fetch_add(1, std::memory_order_relaxed);
+        rec->bound.store(next, std::memory_order_relaxed);  // relaxed: a hint (executor_record::bound)
+      }
+    }
     // Shootdown: our word in next's holder set (the default context's too: all its bits are set
     // from the start, so nothing is written there). An id >= 64 may allocate here, outside the
     // switch, the first time.
@@ -298,7 +356,7 @@ class executor : private detail::executor_link {
           saw_stolen();
         else if (p->ops_->deactivate)  // null for the default context
           p->ops_->deactivate(p, me);
-        if (next->ops_->activate) next->ops_->activate(next, me);
+        if (next->ops_->activate && !bound_next) next->ops_->activate(next, me);
         in_hooks = false;
       }
       held_ = next;
@@ -312,6 +370,12 @@ class executor : private detail::executor_link {
       prev = detail::switch_slot<steals>(*rec, s32, next, holder_word, holder_bit_, barriers_, hooks);
     // After (5): not busy any more; general_ for the next switch away from held_.
     general_ = static_cast<std::uint8_t>(held_ops_->switch_flags | general_base_);
+    if constexpr (General)
+      if (bound_next && next->ops_->activate) {
+        general_ |= busy;
+        next->ops_->activate(next, executor_id{rec->id, generation_});
+        general_ &= static_cast<std::uint8_t>(~busy);
+      }
     // Refcount: the slot no longer holds prev; drop its reference (may tear down and free prev).
     if constexpr (counts_slot)
       if (prev != dflt) structural_kind::release(prev);

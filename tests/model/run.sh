@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 # Quickest first, so that --until-killed stops early.
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(detach_lazy switch_then_reset holder_again record_reuse holder_trim switch_chain
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(detach_lazy thread_bound switch_then_reset holder_again record_reuse holder_trim switch_chain
                                           try_upgrade exit_mm two_reclaimers batch_two)
 runs=()
 for h in "${harnesses[@]}"; do

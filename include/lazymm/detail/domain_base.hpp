@@ -74,6 +74,9 @@ struct __attribute__((visibility("default"))) executor_link {
   // odd. Asked on the owner's thread only (a hook, or a signal handler that interrupted the
   // switch). Relaxed: the thread's own store.
   bool in_switch() const noexcept { return rec->seq.load(std::memory_order_relaxed) & 1u; }
+  // executor::poll_stolen() of this executor: a domain waiting for thread-bound undos runs it for
+  // the calling thread's own executors (their holder is this very thread).
+  bool (*poll)(executor_link*) noexcept = nullptr;
   // A library-managed executor whose domain was destroyed while its thread lived: it stays on
   // the thread's list (only the thread may unlink it) until the thread exits, and every walk
   // skips it. Written once, by ~domain, under the process lock. Relaxed: a walk that could
@@ -126,6 +129,36 @@ class domain_base {
   const context* default_context() const noexcept { return &default_; }
   // The barrier mechanism in force, and why (a refused membarrier says which step and errno).
   lazymm::mechanism mechanism() const noexcept { return mech_; }
+
+  // ---- thread-bound contexts (T::thread_bound; docs/api.md) ---------------------------------
+  // The runtime's way to wake a worker: a round that stole a thread-bound context from an
+  // executor of another thread calls fn(arg, that executor's id) on the dropping (or reclaiming)
+  // thread, once per such executor; the worker should then call poll_stolen() (or make any real
+  // switch) soon: that is when its undo runs. Set it before the first thread-bound context dies,
+  // not concurrently with final drops; null: no nudges (an undo then waits for the holder's next
+  // switch, poll_stolen(), detach or thread exit).
+  using nudge_fn = void (*)(void* arg, executor_id who) noexcept;
+  void set_nudge(nudge_fn fn, void* arg) noexcept {
+    nudge_ = fn;
+    nudge_arg_ = arg;
+  }
+  // Calls the nudge (set_nudge) for `who`. Inside it this thread may not make a final drop nor
+  // reclaim (check_not_nudging): a nudge runs inside a round, maybe under a reclaim's lock.
+  void nudge(executor_id who) noexcept {
+    ++nudging_;
+    nudge_(nudge_arg_, who);
+    --nudging_;
+  }
+  static void check_not_nudging(const char* what) noexcept {
+    LAZYMM_CHECK(!nudging_,
+                 "%s inside a nudge (set_nudge): a nudge runs inside a round and may only signal the worker "
+                 "(post it a task, notify it), not call into lazymm",
+                 what);
+  }
+  // Thread-bound contexts whose teardown (free, under explicit_shootdown) waits for undos now.
+  // acquire: pairs with the release decrement in complete_bound(); a zero read here means every
+  // deferred completion has finished.
+  std::size_t pending_teardowns() const noexcept { return pending_bound_.load(std::memory_order_acquire); }
   const reason_text& mechanism_reason() const noexcept { return reason_; }
 
   domain_stats stats() const noexcept {
@@ -212,10 +245,44 @@ class domain_base {
     static bool is_own(const executor_record& r) noexcept { return domain_base::is_own(r); }
     // Statistics: relaxed, they order nothing. Counted before the wait, so a test sees it move.
     void waiting() noexcept { d->waits_.fetch_add(1, std::memory_order_relaxed); }
-    static void evicted(const stolen_slot& s) noexcept {
-      if (s.ctx->ops_->evict) s.ctx->ops_->evict(s.ctx, executor_id{s.id, s.generation});
+    void evicted(const stolen_slot& s) noexcept {
+      const executor_id who{s.id, s.generation};
+      if (s.ctx->ops_->evict) s.ctx->ops_->evict(s.ctx, who);
+      // A thread-bound victim's teardown waits for this holder's undo: wake it (the calling
+      // thread's own executors undo at their next switch or poll, or when a wait polls them).
+      if ((s.ctx->ops_->switch_flags & switch_thread_bound) && !s.own && d->nudge_) d->nudge(who);
     }
   };
+
+  // ---- thread-bound contexts: the deferred teardown ------------------------------------------
+  // After x's round (or, under refcount, at its last owning drop): gives back the owners' bind.
+  // True: no load of x is left to undo, the caller completes now. False: the holder whose undo
+  // gives back the last bind completes (complete_bound), on its thread; x counts as pending
+  // until then. The pending count moves first, so that completion never sees it at zero.
+  bool owners_unbind(context* x) noexcept {
+#if defined(LAZYMM_MUTANT_BOUND_TEARDOWN_EARLY)
+    return true;
+#endif
+    pending_bound_.fetch_add(1, std::memory_order_relaxed);  // read by the decrement (coherence)
+    // acq_rel: release orders our round's steals and hooks before the completion on another
+    // thread; acquire (when we are last) orders every holder's undo before what we do next.
+    if (x->binds_.fetch_sub(1, std::memory_order_acq_rel) != 1) return false;
+    pending_bound_.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+  }
+  // A holder's undo of one load of x is done (on its thread): give its bind back. acq_rel: the
+  // undo happens before whoever gives back the last bind (a release sequence of RMWs), and, if
+  // that is us, every other undo and the round happen before the completion we run.
+  static void holder_unbind(context* x) noexcept {
+    if (x->binds_.fetch_sub(1, std::memory_order_acq_rel) == 1) x->domain_->complete_bound(x);
+  }
+  // The policy's work after the last undo (teardown and free, or the free), then the pending
+  // count; nothing touches the domain after that decrement (~domain waits for it).
+  virtual void complete_bound(context* x) noexcept = 0;
+  void bound_completed() noexcept {
+    // release: pairs with the acquire in pending_teardowns() (~domain, synchronize()).
+    pending_bound_.fetch_sub(1, std::memory_order_release);
+  }
 
   // Removes from x's holder set the executors that no longer hold it (protocol.hpp).
   template <class Backend>
@@ -370,6 +437,9 @@ class domain_base {
   friend class lazymm::executor;
 
   default_context_type default_;
+  nudge_fn nudge_ = nullptr;
+  void* nudge_arg_ = nullptr;
+  std::atomic<std::size_t> pending_bound_{0};
   const lazymm::mechanism mech_;
   const reason_text reason_;
   LAZYMM_CACHELINE_ALIGN registry registry_;
@@ -378,6 +448,9 @@ class domain_base {
   std::atomic<std::uint64_t> latency_count_{0}, latency_max_{0};
   std::atomic<std::uint64_t> latency_log2_[32] = {};
 #endif
+  // Static members after every field: GenMC pairs a class's fields with its debug-info members by
+  // position, and a static one in between shifts the pairs (it then crashes on a void* member).
+  inline static thread_local int nudging_ = 0;  // this thread is inside a nudge (check_not_nudging)
 };
 
 #if !LAZYMM_GENMC

@@ -50,6 +50,9 @@ struct LAZYMM_CACHELINE_ALIGN executor_record {
   std::atomic<std::uint32_t> waiters{0};   // reclaimers blocked on seq
   std::atomic<std::uint32_t> generation{0};  // attaches of this record so far (names the owner)
   std::atomic<bool> in_use{true};          // attached
+  // The thread-bound context the owner has loaded and not yet undone (its own writes, relaxed:
+  // a hint for ~domain and fork, which name and nudge the holders that still owe an undo).
+  std::atomic<context*> bound{nullptr};
   executor_record* next = nullptr;         // registry link, immutable once published
   std::uint32_t id = 0;                    // dense per registry: its index in the blocks
 };

@@ -94,23 +94,37 @@ inline void bury(void* addr, std::size_t size, unsigned ind) noexcept {
   the_books.quarantined.fetch_add(size, std::memory_order_relaxed);
 }
 
+// The grave holding address a, or nullptr.
+inline const grave* grave_of(std::uintptr_t a) noexcept {
+  for (const grave& g : graveyard) {
+    const std::uintptr_t b = g.begin.load(std::memory_order_relaxed);
+    if (b != 0 && a >= b && a < g.end.load(std::memory_order_relaxed)) return &g;
+  }
+  return nullptr;
+}
+
+[[noreturn]] inline void report_destroyed(const void* p, const grave& g, const char* how) noexcept {
+  char msg[240];
+  const int n = std::snprintf(msg, sizeof msg,
+                              "CHECK FAILED: access to destroyed arena memory (%s): address %p in arena %u "
+                              "(generation %llu), destroyed\n",
+                              how, p, g.arena.load(std::memory_order_relaxed),
+                              static_cast<unsigned long long>(g.generation.load(std::memory_order_relaxed)));
+  if (n > 0) (void)!write(2, msg, static_cast<std::size_t>(n));
+  _exit(3);
+}
+
+// Before handing a pointer the runtime kept back to jemalloc (free would dereference jemalloc's
+// metadata of the destroyed extent, which is gone: a NULL dereference, not a fault we can name).
+inline void check_not_destroyed(const void* p) noexcept {
+  if (const grave* g = grave_of(reinterpret_cast<std::uintptr_t>(p))) report_destroyed(p, *g, "free");
+}
+
 // SIGSEGV: an access to a destroyed arena's memory is reported as such; any other fault is
 // re-raised with the default action.
 inline void on_segv(int sig, siginfo_t* info, void*) {
-  const auto a = reinterpret_cast<std::uintptr_t>(info->si_addr);
-  for (const grave& g : graveyard) {
-    const std::uintptr_t b = g.begin.load(std::memory_order_relaxed);
-    if (b != 0 && a >= b && a < g.end.load(std::memory_order_relaxed)) {
-      char msg[200];
-      const int n = std::snprintf(msg, sizeof msg,
-                                  "CHECK FAILED: access to destroyed arena memory: address %p in arena %u "
-                                  "(generation %llu), destroyed\n",
-                                  info->si_addr, g.arena.load(std::memory_order_relaxed),
-                                  static_cast<unsigned long long>(g.generation.load(std::memory_order_relaxed)));
-      if (n > 0) (void)!write(2, msg, static_cast<std::size_t>(n));
-      _exit(3);
-    }
-  }
+  if (const grave* g = grave_of(reinterpret_cast<std::uintptr_t>(info->si_addr)))
+    report_destroyed(info->si_addr, *g, "fault");
   signal(sig, SIG_DFL);  // not ours: fault again, with the default action
 }
 

@@ -294,14 +294,14 @@ bool violate = false;
   auto* r = ::new (mem) record;
   r->seq = ++the_records.seq + (sum & 1);
   void*& slot = the_records.ring[the_records.seq % 64];
-  if (slot) (violate ? arenas::task_free : arenas::runtime_free)(slot);
+  if (slot) arenas::check_not_destroyed(slot), (violate ? arenas::task_free : arenas::runtime_free)(slot);
   slot = r;
 }
 
 void clear_records() {
   std::lock_guard l(the_records.m);
   for (void*& r : the_records.ring)
-    if (r) (violate ? arenas::task_free : arenas::runtime_free)(r), r = nullptr;
+    if (r) arenas::check_not_destroyed(r), (violate ? arenas::task_free : arenas::runtime_free)(r), r = nullptr;
 }
 
 // ---- teardown latency --------------------------------------------------------------------------
@@ -776,11 +776,16 @@ bool check_run(const char* run, Mode& mode, const options& o) {
   if (the_books.parks.load(rx) == 0) ok = false, fail("%s: no worker parked", run);
   if (waited) ok = false, fail("%s: %u teardowns waited for the holders' next task despite the nudge", run, waited);
   auto& b = arenas::the_books;
-  std::printf("%s: %llu arenas created = destroyed (arena.<i>.destroy returned 0 every time, 0 EFAULT); %llu tasks, "
-              "each found its arena bound and all %llu of their allocations in it; %llu context-free tasks; %llu loads = "
-              "%llu undone on the holder's thread; %llu parks, %llu nudges; teardown with parked, nudged workers: p50 "
-              "%llu ns, p99 %llu ns (%llu rounds); %llu MiB of destroyed arenas made inaccessible, 0 accesses\n",
-              run, (unsigned long long)(b.created.load(rx) - b0.created), (unsigned long long)tasks,
+  std::printf("%s: %llu arenas created, %llu destroyed (arena.<i>.destroy: %llu EFAULT, %llu other errors); %llu tasks, "
+              "%llu found their arena bound, %llu of their %llu allocations from another arena; %llu context-free tasks; "
+              "%llu loads, %llu undone on the holder's thread; %llu parks, %llu nudges; teardown with parked, nudged "
+              "workers: p50 %llu ns, p99 %llu ns (%llu rounds); %llu MiB of destroyed arenas made inaccessible, "
+              "0 accesses to them\n",
+              run, (unsigned long long)(b.created.load(rx) - b0.created),
+              (unsigned long long)(b.destroyed.load(rx) - b0.destroyed),
+              (unsigned long long)(b.destroy_efault.load(rx) - b0.efault),
+              (unsigned long long)(b.destroy_other.load(rx) - b0.other), (unsigned long long)tasks,
+              (unsigned long long)the_books.bound_ok.load(rx), (unsigned long long)the_books.foreign.load(rx),
               (unsigned long long)the_books.allocs_checked.load(rx), (unsigned long long)r.cf,
               (unsigned long long)the_books.activated.load(rx), (unsigned long long)the_books.deactivated.load(rx),
               (unsigned long long)the_books.parks.load(rx), (unsigned long long)the_books.nudges.load(rx),

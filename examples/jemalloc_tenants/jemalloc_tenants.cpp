@@ -259,7 +259,12 @@ std::uint64_t xorshift() {
       const void* q = i < n ? p[i] : s;
       if (!q) continue;
       the_books.allocs_checked.fetch_add(1, rx);
-      if (arenas::arena_of(q) != a.index()) the_books.foreign.fetch_add(1, rx);
+      if (const unsigned in = arenas::arena_of(q); in != a.index()) {
+        the_books.foreign.fetch_add(1, rx);
+        if (check_every == 1)
+          std::fprintf(stderr, "note: a task of arena %u got %zu bytes from arena %u\n", a.index(),
+                       sallocx(const_cast<void*>(q), 0), in);
+      }
     }
   }
   if (inject_race) ++racy;

@@ -522,6 +522,125 @@ def holder_tables(on, off):
             table(["row", "holder sets: ns", "without: ns", "difference"], switches), targets_table(targets))
 
 
+# ---- section 7: jemalloc arenas per tenant (examples/jemalloc_tenants --bench) --------------------
+
+JE_MODES = ["lazymm.implicit", "lazymm.batched", "scoped", "shared_ptr", "flush"]
+JE_LABELS = {"lazymm.implicit": "(a) lazymm, lazy binding, `implicit_shootdown`",
+             "lazymm.batched": "(a) lazymm, lazy binding, `batched<implicit_shootdown>`",
+             "scoped": "(b) rebind on entry and exit of every task", "shared_ptr": "(c) `shared_ptr` lazy hold",
+             "flush": "(d) rebind + tcache flush per task"}
+
+
+def load_jemalloc(d):
+    """The jemalloc_bench JSON lines of jemalloc.txt, and the run's last line (its verdict)."""
+    path = os.path.join(d, "jemalloc.txt")
+    if not os.path.exists(path):
+        return [], None
+    rows, verdict_line = [], None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("jemalloc_bench "):
+                rows.append(json.loads(line[len("jemalloc_bench "):]))
+            elif line.startswith("jemalloc_tenants --bench:"):
+                verdict_line = line.strip()
+    return rows, verdict_line
+
+
+def je_find(rows, kind, mode, **kw):
+    return next((r for r in rows if r.get("kind") == kind and r.get("mode") == mode
+                 and all(r.get(k) == v for k, v in kw.items())), None)
+
+
+def fmt_mib(b):
+    return "n/a" if b is None else f"{b / 2**20:.2f} MiB"
+
+
+def jemalloc_tables(rows, verdict_line):
+    if not rows:
+        none = "*Not run (jemalloc_tenants was not built: it needs libjemalloc-dev and libasio-dev).*"
+        return none, none, none, none
+    modes = [m for m in JE_MODES if je_find(rows, "throughput", m)]
+    base = {loc: je_find(rows, "throughput", "flush", locality=loc) for loc in ("runs", "none")}
+    scoped = {loc: je_find(rows, "throughput", "scoped", locality=loc) for loc in ("runs", "none")}
+    thr = []
+    for m in modes:
+        cells = [JE_LABELS.get(m, m)]
+        for loc in ("runs", "none"):
+            r = je_find(rows, "throughput", m, locality=loc)
+            cells += [fmt_rate(r["tasks_per_s"]) if r else "n/a"]
+            cells += [fmt_x(ratio(r["tasks_per_s"], b[loc]["tasks_per_s"])) if r and b[loc] else "n/a"
+                      for b in (base, scoped)]
+            if loc == "runs":
+                cells += [fmt_ns(r["p50_ns"]) if r else "n/a", fmt_ns(r["p99_ns"]) if r else "n/a"]
+        r = je_find(rows, "throughput", m, locality="runs")
+        cells.append(f"{r['foreign']} of {r['allocs_checked']}" if r else "n/a")
+        thr.append(cells)
+    throughput = table(["way of binding", "tasks/s, runs of 1–7", "× (d)", "× (b)", "task p50", "task p99",
+                        "tasks/s, no locality", "× (d)", "× (b)", "allocations from another arena (sampled, runs)"], thr)
+    td = []
+    for m in modes:
+        for nudged in (True, False):
+            r = je_find(rows, "teardown", m, nudged=nudged)
+            if r:
+                td.append([JE_LABELS.get(m, m), "yes" if nudged else "no (the worker's own tick)", r["rounds"],
+                           fmt_ns(r["p50_ns"]), fmt_ns(r["p99_ns"]), fmt_ns(r["max_ns"]), r["waited_for_next_task"]])
+    teardown = table(["way of binding", "parked workers nudged", "rounds", "p50", "p99", "max",
+                      "rounds that waited for the holders' next task"], td)
+    mem = []
+    for m in modes:
+        r = je_find(rows, "throughput", m, locality="runs")
+        pts = [b for _, b in r.get("memory", [])] if r else []
+        mem.append([JE_LABELS.get(m, m), fmt_mib(statistics.mean(pts)) if pts else "n/a",
+                    fmt_mib(max(pts)) if pts else "n/a", len(pts)])
+    memory = table(["way of binding", "retired, not yet destroyed: mean", "max", "samples (every 10 ms)"], mem)
+    tg = []
+    for m in ("lazymm.implicit", "lazymm.batched"):
+        for loc, need in (("runs", 2.0), ("none", None)):
+            r, b = je_find(rows, "throughput", m, locality=loc), base[loc]
+            x = ratio(r["tasks_per_s"], b["tasks_per_s"]) if r and b else NAN
+            target = f"{m}: tasks/s ≥ 2 × (d) rebind + flush per task, " + \
+                ("runs of 1–7" if need else "no locality (reported, no target)")
+            tg.append((target, fmt_x(x), None if math.isnan(x) else (x >= need if need else True)))
+        r = je_find(rows, "teardown", m, nudged=True)
+        tg.append((f"{m}: teardown p99 with parked, nudged workers ≤ 2 ms", fmt_ns(r["p99_ns"]) if r else "n/a",
+                   None if not r else r["p99_ns"] <= 2e6))
+    r = je_find(rows, "teardown", "shared_ptr", nudged=True)
+    tg.append(("(c) shared_ptr lazy hold: teardown unbounded while holders park",
+               f"{r['waited_for_next_task']} of {r['rounds']} rounds waited for the holders' next task; max "
+               f"{fmt_ns(r['max_ns'])}" if r else "n/a", None if not r else r["waited_for_next_task"] > 0))
+    ok = all(r.get("checks_ok") for r in rows if "checks_ok" in r) and verdict_line is not None and \
+        verdict_line.endswith("all checks passed")
+    tg.append(("0 EFAULT from arena.<i>.destroy, arenas created = destroyed, 0 accesses to destroyed arenas, every run",
+               verdict_line or "the run did not finish", ok))
+    return throughput, teardown, memory, targets_table(tg)
+
+
+def plot_jemalloc(rows, path):
+    modes = [m for m in JE_MODES if je_find(rows, "throughput", m)]
+    if not modes:
+        return
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.38
+    for i, loc in enumerate(("runs", "none")):
+        vals = [(je_find(rows, "throughput", m, locality=loc) or {}).get("tasks_per_s", 0) / 1e3 for m in modes]
+        a1.bar([k + (i - 0.5) * width for k in range(len(modes))], vals, width,
+               label="runs of 1–7" if loc == "runs" else "no locality")
+    a1.set_xticks(range(len(modes)), [m.replace("lazymm.", "lazymm\n") for m in modes], fontsize=8)
+    a1.set_ylabel("tasks/s (thousands)")
+    a1.set_title("Throughput, 2 workers, 4 tenants, 30 % context-free")
+    a1.legend(fontsize=8)
+    for m in modes:
+        r = je_find(rows, "throughput", m, locality="runs")
+        pts = r.get("memory", []) if r else []
+        if pts:
+            a2.plot([t for t, _ in pts], [b / 2**20 for _, b in pts], label=m, linewidth=1)
+    a2.set_xlabel("ms into the run")
+    a2.set_ylabel("MiB resident in retired, not yet destroyed arenas")
+    a2.set_title("Tenant memory not yet returned (stats.arenas.<i>.resident)")
+    a2.legend(fontsize=8)
+    save(fig, path)
+
+
 # ---- the page ----------------------------------------------------------------------------------
 
 def machine_and_steps(env, ctx):
@@ -535,10 +654,11 @@ def machine_and_steps(env, ctx):
         ("Commit", env.get("commit")), ("0.1 for the trend rows", env.get("base_commit")),
         ("Date", env.get("date")), ("Run time", f"{env.get('duration_s', '?')} s, build included")])
     steps = [("main", "sections 1-4"), ("retire", "section 5"), ("holders", "section 6"),
-             ("trend", "the trend"), ("counts", "instruction counts")]
+             ("trend", "the trend"), ("counts", "instruction counts"), ("jemalloc", "section 7")]
     lines = []
     for key, what in steps:
-        cmd = env.get(f"cmd.{key}", "bench/count.sh (callgrind), on this tree and on 0.1")
+        cmd = env.get(f"cmd.{key}", "bench/count.sh (callgrind), on this tree and on 0.1" if key == "counts"
+                      else "examples/jemalloc_tenants/jemalloc_tenants --bench (not built)")
         lines.append(f"- **{key}** ({what}): {env.get('step.' + key, 'not run')}.\n\n  ```sh\n  {cmd}\n  ```")
     return machine, "\n".join(lines)
 
@@ -569,6 +689,8 @@ def main(d, page, budgets):
     rate_t, drop_cost_t, lat_t = retire_tables(retire)
     h_drop, h_switch, h_targets = holder_tables(on, off)
     quick = env.get("quick", "0") not in ("", "0")
+    je_rows, je_verdict = load_jemalloc(d)
+    je_thr, je_td, je_mem, je_tg = jemalloc_tables(je_rows, je_verdict)
     named = [("main", main_res), ("retire", retire), ("holders", on), ("holders, without sets", off)] + \
         [(f"trend, {b}", r) for b, r in trend.items()]
     v = dict(env, base_commit=env.get("base_commit"), steps=steps, machine=machine, errors=errors(named),
@@ -581,7 +703,9 @@ def main(d, page, budgets):
              switch_table=switch_table(main_res), drop_table=drop_t, drop_counts_table=drop_counts,
              churn_table=churn_table(main_res), retire_rate_table=rate_t, retire_drop_table=drop_cost_t,
              retire_latency_table=lat_t, retire_targets=retire_targets(retire),
-             holder_drop_table=h_drop, holder_switch_table=h_switch, holder_targets=h_targets)
+             holder_drop_table=h_drop, holder_switch_table=h_switch, holder_targets=h_targets,
+             jemalloc_throughput_table=je_thr, jemalloc_teardown_table=je_td, jemalloc_memory_table=je_mem,
+             jemalloc_targets=je_tg)
     with open(os.path.join(HERE, "benchmarks.md.in")) as f:
         text = fill(f.read(), v)
     with open(page, "w") as f:
@@ -590,6 +714,7 @@ def main(d, page, budgets):
     plot_lazy_pair(main_res, os.path.join(docs, "benchmarks-lazy-pair.svg"))
     plot_retire(retire, os.path.join(docs, "benchmarks-retire.svg"))
     plot_trend(trend, today, base, os.path.join(docs, "benchmarks-trend.svg"))
+    plot_jemalloc(je_rows, os.path.join(docs, "benchmarks-jemalloc.svg"))
     print(f"wrote {page} and its plots in {docs}", file=sys.stderr)
 
 

@@ -22,6 +22,8 @@
 #   4. holders/: lazymm_bench and lazymm_bench_noset alternately (section 6);
 #   5. trend/: lazymm_trend and lazymm_trend_base alternately, 1 thread (the trend section);
 #   6. counts-today.tsv, counts-base.tsv: instructions per iteration (bench/count.sh, callgrind);
+#   6a. jemalloc.txt: examples/jemalloc_tenants --bench (section 7; needs libjemalloc-dev and
+#      libasio-dev, skipped without them), built in $BENCH_BUILD_DIR-jemalloc;
 #   7. bench/report.py writes docs/benchmarks.md and docs/benchmarks-*.svg from all of it.
 #
 # Environment (all optional):
@@ -31,6 +33,7 @@
 #   BENCH_REPS, BENCH_MIN_TIME        main run: repetitions (medians reported), seconds each (3, 0.2)
 #   RETIRE_REPS, RETIRE_MIN_TIME      retire run (5, 0.5)
 #   HOLDER_REPS, TREND_REPS           alternating repetitions of each build pair (3, 7)
+#   JEMALLOC_MS          each timed run of jemalloc_tenants --bench, in ms (2000; quick: 300)
 #   BENCH_REPORT_ONLY=1  skip build and runs; rewrite the page from the last results
 #   BENCH_PAGE           where to write the page (default docs/benchmarks.md; plots beside it)
 #   BENCH_BUDGETS        the written instruction budgets the page judges the counts against
@@ -50,11 +53,13 @@ if [[ -n $quick ]]; then
   # No drop with 256 or 1024 executors: starting those threads is most of a run's time.
   main_filter='^(lazy_pair|switch|churn|drop_busy)/|^drop_idle/[^/]+/busy:0/executors:(1|2|16)/'
   holder_drops='executors:16'
+  jemalloc_ms=${JEMALLOC_MS:-300} jemalloc_rounds=10
 else
   reps=${BENCH_REPS:-3} min_time=${BENCH_MIN_TIME:-0.2} retire_reps=${RETIRE_REPS:-5}
   retire_min_time=${RETIRE_MIN_TIME:-0.5} holder_reps=${HOLDER_REPS:-3} trend_reps=${TREND_REPS:-7}
   main_filter='^(lazy_pair|switch|drop_idle|drop_busy|churn)/'
   holder_drops='executors:(1024|16)'
+  jemalloc_ms=${JEMALLOC_MS:-2000} jemalloc_rounds=100
 fi
 holder_filter="^drop_idle/lazymm\.(explicit|implicit)\.membarrier/busy:0/$holder_drops/|^(switch|lazy_pair)/lazymm\.(explicit|implicit)\.membarrier(/K:(2|16))?/real_time/threads:1\$"
 trend_filter='^(lazy_pair|switch)/(floor|lazymm\.[a-z]+\.[a-z]+)(/K:16)?/real_time/threads:1$'
@@ -80,7 +85,15 @@ build_all() {
   "${configure[@]}" >/dev/null
   echo "+ cmake --build $build -j2 --target lazymm_bench lazymm_bench_noset lazymm_trend lazymm_trend_base" >&2
   nice -n 5 cmake --build "$build" -j2 --target lazymm_bench lazymm_bench_noset lazymm_trend lazymm_trend_base >/dev/null
+  # Section 7: the jemalloc example, release without checks, in its own build directory.
+  local je=("${configure[@]}" -B "$build-jemalloc" -DLAZYMM_BUILD_EXAMPLES=ON -DLAZYMM_BUILD_BENCH=OFF)
+  if "${je[@]}" >/dev/null 2>&1 && nice -n 5 cmake --build "$build-jemalloc" -j2 --target jemalloc_tenants >/dev/null; then
+    jemalloc_bin=$build-jemalloc/examples/jemalloc_tenants/jemalloc_tenants
+  else
+    echo "bench/report.sh: jemalloc_tenants not built (libjemalloc-dev, libasio-dev?): section 7 is skipped" >&2
+  fi
 }
+jemalloc_bin=""
 
 # timed STEP COMMAND...: runs it and logs its wall time, the load average before and after, and the
 # CPU time other processes took meanwhile (the machine's busy time less this shell's children's).
@@ -148,6 +161,11 @@ run_all() {
   timed holders alternate "$out/holders" "$holder_reps" "$holder_filter" "$min_time" lazymm_bench lazymm_bench_noset
   timed trend alternate "$out/trend" "$trend_reps" "$trend_filter" "$min_time" lazymm_trend lazymm_trend_base
   timed counts count_both
+  if [[ -n $jemalloc_bin ]]; then
+    local je=("$jemalloc_bin" --bench --duration-ms "$jemalloc_ms" --teardown-rounds "$jemalloc_rounds")
+    log cmd.jemalloc "${je[*]}"
+    timed jemalloc "${je[@]}" >"$out/jemalloc.txt" || true  # a failed check shows on the page
+  fi
 }
 
 # The instruction counts. This is the one place to point at another counter (e.g. tests/perf): it

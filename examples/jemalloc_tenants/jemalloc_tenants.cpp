@@ -396,8 +396,7 @@ struct lazymm_mode {
   void stop() { pool = nullptr; }
   void start(asio::thread_pool& p, bool with_nudge) {
     pool = &p;
-    if constexpr (requires { dom.set_nudge(&lazymm_mode::nudge, static_cast<void*>(this)); })
-      if (with_nudge) dom.set_nudge(&lazymm_mode::nudge, static_cast<void*>(this));
+    if (with_nudge) dom.set_nudge(&lazymm_mode::nudge, static_cast<void*>(this));
   }
   void tick() {
     if constexpr (Policy::batches) dom.reclaim_if_due();
@@ -405,12 +404,7 @@ struct lazymm_mode {
   void drain() {
     if constexpr (Policy::batches) dom.reclaim();
   }
-  std::size_t pending() {
-    if constexpr (requires { dom.pending_teardowns(); })
-      return dom.pending_teardowns();
-    else
-      return 0;
-  }
+  std::size_t pending() { return dom.pending_teardowns(); }
   bool finish_checks(const char* run) {
     bool ok = true;
     if (dom.live_contexts() != 0) ok = false, fail("%s: %lld tenants alive at the end", run, static_cast<long long>(dom.live_contexts()));

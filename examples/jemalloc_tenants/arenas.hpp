@@ -226,6 +226,24 @@ inline unsigned arena_of(const void* p) noexcept {
   return ind;
 }
 
+// A thread's own setup, before it first binds a tenant arena: whatever it allocates with plain
+// malloc/new (a runtime's per-thread state, such as lazymm's library-managed executor from
+// domain::thread_executor(), and glibc's record of a thread_local destructor, which
+// __cxa_thread_atexit_impl callocs) goes through the tcache, and jemalloc fills a tcache bin in
+// batches: besides the object the setup keeps, the rest of the batch stays cached, and the first
+// tenant bound on the thread would hand those regions of another arena to its tasks until the
+// first undo flushes them. So the setup runs on arena 0 (what it keeps is runtime memory, freed by
+// this thread at its exit) and the tcache is flushed after it. Returns what f returns.
+template <class F>
+decltype(auto) thread_setup(F&& f) {
+  struct flush_after {
+    ~flush_after() { flush_tcache(); }
+  };
+  if (!bind(0)) the_books.bind_failures.fetch_add(1, std::memory_order_relaxed);
+  const flush_after flush;
+  return f();
+}
+
 // ---- allocation --------------------------------------------------------------------------------
 // A task's allocations: plain malloc/free (jemalloc) without a sanitizer, the same jemalloc path
 // by name under one.

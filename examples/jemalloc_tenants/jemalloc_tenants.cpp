@@ -358,7 +358,12 @@ struct lazymm_mode {
   static arenas::arena& arena(const handle& h) { return h->a; }
 
   typename domain_type::executor_type& executor() {
-    auto& ex = dom.thread_executor();
+    auto* e = dom.find_thread_executor();
+    // The thread's first use: lazymm attaches a managed executor (plain new, and a thread_local
+    // with a destructor), before this thread binds any tenant: a thread setup (arenas.hpp).
+    if (!e) [[unlikely]]
+      e = &arenas::thread_setup([this]() -> auto& { return dom.thread_executor(); });
+    auto& ex = *e;
     auto& slot = by_executor[ex.id().value % 256];
     if (slot.load(rx) != &this_worker()) slot.store(&this_worker(), rx);  // for the nudge
     return ex;
@@ -461,8 +466,13 @@ struct shared_ptr_mode {
     }
   };
   static holder& my_hold() {
-    thread_local holder h;
-    return h;
+    thread_local holder* h = nullptr;  // trivially destructible: no thread_local registration
+    if (!h) [[unlikely]]
+      h = &arenas::thread_setup([]() -> holder& {  // the holder's thread_local registration allocates
+        thread_local holder hold;
+        return hold;
+      });
+    return *h;
   }
   static constexpr const char* name = "shared_ptr";
   void stop() {}

@@ -204,6 +204,9 @@ class executor : private detail::executor_link {
   //                               hook or a signal handler) that the general form refuses
   //   4 (detail::switch_stolen)   held_'s type has on_stolen (read from held_ops_ after a steal;
   //                               without it the type's static storage is never read again)
+  //   16 (switch_thread_bound)    held_'s type is thread-bound: leave it with its undo first
+  // (general_ is held_'s switch_flags | general_base_; bit 8, "has on_activate", is read from the
+  // next context's flags, not from here.)
 
   static constexpr std::uint8_t busy = 2, take_general = detail::switch_general | busy;
 

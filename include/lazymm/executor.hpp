@@ -38,7 +38,13 @@ using thread_token = pthread_t;
 inline thread_token this_thread_token() noexcept { return pthread_self(); }
 #else
 using thread_token = std::thread::id;
-inline thread_token this_thread_token() noexcept { return std::this_thread::get_id(); }
+// Out of line and opaque: pthread_self() is declared const, so once switch_to's owner check is
+// inlined into a caller, the compiler may reuse a value read before a fiber switch that moved
+// the caller to another thread (Boost.Fiber's migrating fibers; examples/fiber_tenants).
+[[gnu::noinline]] inline thread_token this_thread_token() noexcept {
+  asm volatile("" ::: "memory");
+  return std::this_thread::get_id();
+}
 #endif
 
 // A word only its owner thread writes (a load and a store, no RMW) and any thread may read as a

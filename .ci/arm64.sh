@@ -8,7 +8,11 @@
 #      unit.fallback.ENOSYS) and with LAZYMM_NO_MEMBARRIER=1, death tests left out of these two,
 #   3. lazymm_unchecked (the checks that stay on with LAZYMM_CHECKED=0).
 # About 2 minutes on an idle 2-core VM (3.5 under load), most of it compiling; budget 5.
+# Usage: .ci/arm64.sh [all|build|run]: `build` stops after the compile, `run` runs what `build`
+# left in build/arm64/ (.ci/run compiles in the background while the matrix runs, then runs).
 set -euo pipefail
+phase=${1:-all}
+case $phase in all|build|run) ;; *) echo "usage: .ci/arm64.sh [all|build|run]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 src=$PWD
 b=$src/build/arm64
@@ -19,17 +23,20 @@ jobs=${JOBS:-2}
 t0=$SECONDS
 step() { echo "arm64.sh: [$((SECONDS - t0)) s] $*"; }
 
-step "GoogleTest for $triplet from /usr/src/googletest"
-cmake -S /usr/src/googletest -B "$b/googletest" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$toolchain" \
-  -DCMAKE_BUILD_TYPE=Release -DBUILD_GMOCK=OFF -DCMAKE_INSTALL_PREFIX="$b/gtest" >/dev/null
-cmake --build "$b/googletest" -j"$jobs"
-cmake --install "$b/googletest" >/dev/null
+if [ "$phase" != run ]; then
+  step "GoogleTest for $triplet from /usr/src/googletest"
+  cmake -S /usr/src/googletest -B "$b/googletest" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$toolchain" \
+    -DCMAKE_BUILD_TYPE=Release -DBUILD_GMOCK=OFF -DCMAKE_INSTALL_PREFIX="$b/gtest" >/dev/null
+  cmake --build "$b/googletest" -j"$jobs"
+  cmake --install "$b/googletest" >/dev/null
 
-step "lazymm_unit, lazymm_unchecked for $triplet (-O2, assertions and checked mode on)"
-cmake -S "$src" -B "$b/lazymm" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$toolchain" \
-  -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O2 -DGTest_DIR="$b/gtest/lib/cmake/GTest" \
-  -DLAZYMM_BUILD_EXAMPLES=OFF -DLAZYMM_INSTALL=OFF -DCMAKE_GTEST_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST >/dev/null
-cmake --build "$b/lazymm" -j"$jobs" --target lazymm_unit lazymm_unchecked
+  step "lazymm_unit, lazymm_unchecked for $triplet (-O2, assertions and checked mode on)"
+  cmake -S "$src" -B "$b/lazymm" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$toolchain" \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O2 -DGTest_DIR="$b/gtest/lib/cmake/GTest" \
+    -DLAZYMM_BUILD_EXAMPLES=OFF -DLAZYMM_INSTALL=OFF -DCMAKE_GTEST_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST >/dev/null
+  cmake --build "$b/lazymm" -j"$jobs" --target lazymm_unit lazymm_unchecked
+fi
+[ "$phase" != build ] || { step "built"; exit 0; }
 
 # gtest's "threadsafe" death tests (the suite forces that style) re-execute argv[0]. Without
 # binfmt the host cannot execute an aarch64 binary, so argv[0] (qemu -0) is a host script that

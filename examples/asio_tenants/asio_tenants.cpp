@@ -20,22 +20,16 @@
 namespace {
 
 using tenants::domain_type;
-using tenants::executor_type;
 using tenants::tenant;
 using tenants::tenant_ref;
 
 // ---- glue begins -----------------------------------------------------------------------------
 // A handler that runs with tenant t loaded on whichever pool thread runs it, and then restores
 // what that thread had before: the outer tenant when asio runs it inline inside another handler,
-// a lazy hold (t stays loaded) when it ran between handlers.
+// a lazy hold (t stays loaded) when it ran between handlers (tenants::run_as, shared with TBB).
 template <class F>
 auto with_tenant(domain_type& dom, tenant_ref t, F f) {
-  return [&dom, t = std::move(t), f = std::move(f)]() mutable {
-    executor_type& ex = dom.thread_executor();  // attached on first use, detached at thread exit
-    if (!ex.is_lazy() && ex.loaded() == dom.default_context()) ex.go_lazy();  // between handlers
-    lazymm::scoped_switch s(ex, t);
-    f(t);
-  };
+  return [&dom, t = std::move(t), f = std::move(f)]() mutable { tenants::run_as(dom, t, [&] { f(t); }); };
 }
 // ---- glue ends -------------------------------------------------------------------------------
 
@@ -48,15 +42,11 @@ int main(int argc, char** argv) {
   {
     asio::thread_pool pool(o.threads);
     std::atomic<std::uint64_t> done{0};
-    std::mt19937 rng(7);
-    unsigned next_id = 0;
-    std::vector<tenant_ref> live;
-    for (unsigned i = 0; i < o.tenants; ++i) live.push_back(dom.make<tenant>(next_id++));
-    auto pick = [&]() -> tenant_ref& { return live[rng() % live.size()]; };
+    tenants::table live(dom, o.tenants, 7);
 
     for (unsigned n = 0; n < o.tasks; ++n) {
-      if (n % o.churn == o.churn - 1) pick() = dom.make<tenant>(next_id++);  // retire one, create one
-      tenant_ref a = pick();
+      if (n % o.churn == o.churn - 1) live.churn();  // retire one, create one
+      tenant_ref a = live.pick();
       switch (n % 4) {
         case 0:
         case 1:  // a task of a
@@ -67,7 +57,7 @@ int main(int argc, char** argv) {
           ++posted;
           break;
         case 2: {  // a task of a that runs a task of b inline, then goes on with a loaded again
-          tenant_ref b = pick();
+          tenant_ref b = live.pick();
           asio::post(pool, with_tenant(dom, std::move(a), [&, b = std::move(b)](const tenant_ref& t) mutable {
                        tenants::task_body(dom, t, false);
                        bool ran = false;
@@ -75,7 +65,9 @@ int main(int argc, char** argv) {
                                         tenants::task_body(dom, u, true);
                                         ran = true;
                                       }));
-                       if (!ran) tenants::fail("asio::dispatch inside the pool did not run the handler inline");
+                       if (!ran)
+                         tenants::check_failed(tenants::the_books,
+                                               "asio::dispatch inside the pool did not run the handler inline");
                        tenants::check_loaded(dom, t, "after its nested task");
                        done.fetch_add(1, std::memory_order_relaxed);
                      }));
@@ -90,7 +82,8 @@ int main(int argc, char** argv) {
             asio::dispatch(pool, with_tenant(dom, std::move(a), [&](const tenant_ref& t) {
                              tenants::task_body(dom, t, true);
                            }));
-            if (!dom.thread_executor().is_lazy()) tenants::fail("a completion is not lazy after its nested task");
+            if (!dom.thread_executor().is_lazy())
+              tenants::check_failed(tenants::the_books, "a completion is not lazy after its nested task");
             done.fetch_add(1, std::memory_order_relaxed);
           });
           ++nested_posted;

@@ -1,19 +1,23 @@
 // examples/common/tenants.hpp: what the three runtime integrations (asio_tenants, tbb_tenants,
-// fiber_tenants) share and what is not glue: the tenant context type and its books, the task body
-// with its checks, the end-of-run checks, and a tiny command line. The glue, the part a runtime
-// author writes, is in each example, between "glue begins" and "glue ends" (docs/integration.md
-// counts it).
+// fiber_tenants) share: the tenant context type and its books, the task body with its checks, the
+// end-of-run checks, a tiny command line, and run_as, the glue that asio_tenants and tbb_tenants
+// both wrap their tasks in. What all five examples share (the books' common part, failed checks,
+// the balance checks) is in report.hpp. The rest of the glue, the part a runtime author writes for
+// that runtime, is in each example; all glue stands between the two glue markers
+// (docs/integration.md counts it).
 #pragma once
+
+#include "report.hpp"
 
 #include <lazymm/lazymm.hpp>
 
 #include <atomic>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <random>
 #include <string_view>
+#include <vector>
 
 namespace tenants {
 
@@ -21,21 +25,16 @@ using domain_type = lazymm::domain<lazymm::implicit_shootdown>;
 using executor_type = domain_type::executor_type;
 
 // The books: every hook counts here (on_stolen is static and may run after the tenant is gone).
-struct books {
-  std::atomic<std::uint64_t> created{0}, activated{0}, deactivated{0}, torn_down{0}, freed{0}, evicted{0}, stolen{0};
-  std::atomic<std::uint64_t> tasks{0}, nested{0}, checks{0}, own_loaded{0}, undo_checks{0}, failures{0};
+// Named after the example by parse().
+struct books : examples::books {
+  books() noexcept : examples::books("tenants") {}
+  std::atomic<std::uint64_t> activated{0}, deactivated{0}, stolen{0};
+  std::atomic<std::uint64_t> tasks{0}, nested{0}, checks{0}, own_loaded{0}, undo_checks{0};
 };
 inline books the_books;
 
-inline void fail(const char* fmt, ...) noexcept {
-  va_list ap;
-  va_start(ap, fmt);
-  std::fputs("CHECK FAILED: ", stderr);
-  std::vfprintf(stderr, fmt, ap);
-  std::fputc('\n', stderr);
-  va_end(ap);
-  the_books.failures.fetch_add(1, std::memory_order_relaxed);  // statistics
-}
+// A failed check: counted in the books, the first ten printed.
+using examples::check_failed;
 
 // The thread-bound state a tenant sets up on the worker that runs it (a bound arena, a PKRU
 // grant): a thread_local pointer. Read through a function that is never inlined, so that code
@@ -81,6 +80,25 @@ class tenant : public lazymm::context {
 };
 using tenant_ref = lazymm::owning_ref<tenant>;
 
+// The live tenants, kept by the control thread: `n` at a time, picked at random (a fixed seed).
+class table {
+ public:
+  table(domain_type& dom, unsigned n, unsigned seed) : dom_(dom), rng_(seed) {
+    for (unsigned i = 0; i < n; ++i) live_.push_back(dom_.make<tenant>(next_id_++));
+  }
+  tenant_ref& pick() { return live_[rng_() % live_.size()]; }
+  // Retires one tenant (drops the table's reference; its queued tasks keep it alive) and creates one.
+  void churn() { pick() = dom_.make<tenant>(next_id_++); }
+  // Retires every tenant still in the table.
+  void clear() noexcept { live_.clear(); }
+
+ private:
+  domain_type& dom_;
+  std::mt19937 rng_;
+  unsigned next_id_ = 0;
+  std::vector<tenant_ref> live_;
+};
+
 inline bool inject_race = false;  // --inject-race: tasks write tenant::racy and racy_all unsynchronised
 inline std::uint64_t racy_all = 0;
 
@@ -92,7 +110,7 @@ inline std::uint64_t racy_all = 0;
   if (ex.loaded() == t.get() && bound() == t.get())
     the_books.own_loaded.fetch_add(1, std::memory_order_relaxed);
   else
-    fail("tenant %u %s: found %s loaded%s", t->id(), where,
+    check_failed(the_books, "tenant %u %s: found %s loaded%s", t->id(), where,
          ex.loaded() == dom.default_context() ? "the default context" : "another tenant",
          bound() == t.get() ? "" : ", and another tenant's thread-bound state");
 }
@@ -109,6 +127,19 @@ inline std::uint64_t racy_all = 0;
   if (nested) the_books.nested.fetch_add(1, std::memory_order_relaxed);
 }
 
+// ---- glue begins (asio_tenants, tbb_tenants) ---------------------------------------------------
+// Runs f with tenant t loaded on this thread's executor, then restores what it had: the outer
+// task's tenant when the runtime runs this task inside another one (asio's dispatch, a TBB wait or
+// nested arena), a lazy hold (t stays loaded) when it ran between tasks.
+template <class F>
+void run_as(domain_type& dom, const tenant_ref& t, F&& f) {
+  executor_type& ex = dom.thread_executor();  // attached on first use, detached at thread exit
+  if (!ex.is_lazy() && ex.loaded() == dom.default_context()) ex.go_lazy();  // between tasks
+  lazymm::scoped_switch s(ex, t);
+  f();
+}
+// ---- glue ends -------------------------------------------------------------------------------
+
 // Where a worker is between tasks (idle, polling, back in the scheduler): the cheap poll. If the
 // slot was stolen, on_stolen runs here and the thread-bound state is undone; check that it is.
 inline void idle_point(domain_type& dom, executor_type& ex) noexcept {
@@ -116,7 +147,8 @@ inline void idle_point(domain_type& dom, executor_type& ex) noexcept {
   ex.poll_stolen();
   if (!was_default) return;
   the_books.undo_checks.fetch_add(1, std::memory_order_relaxed);
-  if (bound() != nullptr) fail("an executor whose slot holds the default context still has a tenant bound");
+  if (bound() != nullptr)
+    check_failed(the_books, "an executor whose slot holds the default context still has a tenant bound");
 }
 
 struct options {
@@ -128,6 +160,7 @@ struct options {
 
 inline options parse(int argc, char** argv, const char* usage) {
   options o;
+  the_books.name = usage;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -161,32 +194,24 @@ inline int finish(const char* name, domain_type& dom, std::uint64_t tasks_posted
   constexpr auto rx = std::memory_order_relaxed;  // statistics, after the run
   books& b = the_books;
   const lazymm::domain_stats s = dom.stats();
-  const auto created = b.created.load(rx), torn = b.torn_down.load(rx), freed = b.freed.load(rx);
-  if (created != torn || created != freed)
-    fail("%llu tenants created, %llu torn down, %llu freed", static_cast<unsigned long long>(created),
-         static_cast<unsigned long long>(torn), static_cast<unsigned long long>(freed));
-  if (s.contexts_created != created || s.contexts_freed != freed || dom.live_contexts() != 0)
-    fail("the domain counted %llu created, %llu freed, %lld alive", static_cast<unsigned long long>(s.contexts_created),
-         static_cast<unsigned long long>(s.contexts_freed), static_cast<long long>(dom.live_contexts()));
+  examples::check_balance(b, dom, "tenants");
+  const auto created = b.created.load(rx);
   const auto tasks = b.tasks.load(rx), nested = b.nested.load(rx), own = b.own_loaded.load(rx);
   const auto checks = b.checks.load(rx);
   if (own != checks || checks < tasks)
-    fail("%llu of %llu checks found the task's own tenant loaded", static_cast<unsigned long long>(own),
+    check_failed(b, "%llu of %llu checks found the task's own tenant loaded", static_cast<unsigned long long>(own),
          static_cast<unsigned long long>(checks));
   if (tasks - nested != tasks_posted || nested != nested_posted)
-    fail("%llu top-level and %llu nested tasks ran, %llu and %llu posted",
+    check_failed(b, "%llu top-level and %llu nested tasks ran, %llu and %llu posted",
          static_cast<unsigned long long>(tasks - nested), static_cast<unsigned long long>(nested),
          static_cast<unsigned long long>(tasks_posted), static_cast<unsigned long long>(nested_posted));
-  if (nested == 0) fail("no nested task ran");
-  if (s.steals != b.evicted.load(rx))
-    fail("%llu steals, on_evict ran %llu times", static_cast<unsigned long long>(s.steals),
-         static_cast<unsigned long long>(b.evicted.load(rx)));
+  if (nested == 0) check_failed(b, "no nested task ran");
   const auto stolen = b.stolen.load(rx), act = b.activated.load(rx), deact = b.deactivated.load(rx);
   if (stolen > s.steals)
-    fail("%llu steals, on_stolen ran %llu times", static_cast<unsigned long long>(s.steals),
+    check_failed(b, "%llu steals, on_stolen ran %llu times", static_cast<unsigned long long>(s.steals),
          static_cast<unsigned long long>(stolen));
   if (holders_joined ? act != deact + stolen : act < deact + stolen)
-    fail("%llu loads (on_activate), undone %llu times by on_deactivate and %llu by on_stolen",
+    check_failed(b, "%llu loads (on_activate), undone %llu times by on_deactivate and %llu by on_stolen",
          static_cast<unsigned long long>(act), static_cast<unsigned long long>(deact),
          static_cast<unsigned long long>(stolen));
   const lazymm::drop_latency d = dom.drop_latency();

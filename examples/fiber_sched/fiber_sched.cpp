@@ -30,12 +30,12 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "../common/report.hpp"
+
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -44,7 +44,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -73,24 +72,19 @@ namespace {
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-struct options {
+// --policy, --seed, and --duration: seconds of spawning per policy, at most (0.5).
+struct options : examples::run_options {
+  options() noexcept : run_options{0.5} {}
   unsigned schedulers = 0;           // 0: hardware threads, clamped to [2, 4]
   unsigned live = 16;                // processes alive at once
   std::uint64_t procs = 10'000'000;  // processes spawned per policy, at most
-  double duration = 0.5;             // seconds of spawning per policy, at most
-  std::uint64_t seed = 1;
-  std::string policy = "all";
 };
 
-struct rng64 {
-  std::uint64_t s;
-  std::uint64_t operator()() noexcept {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-};
+constexpr const char* usage_text =
+    "usage: fiber_sched [--schedulers N] [--live N] [--procs N] [--duration SECONDS]\n"
+    "                   [--policy refcount|explicit|implicit|all] [--seed N]\n"
+    "Runs an M:N fiber scheduler whose processes are lazymm contexts, under each policy:\n"
+    "--live processes at a time, until --procs were spawned or --duration seconds pass.\n";
 
 constexpr unsigned kMaxFibersPerProcess = 8;
 
@@ -99,23 +93,13 @@ constexpr unsigned kMaxFibersPerProcess = 8;
 enum drop_site : unsigned { site_none, site_fiber_active, site_fiber_lazy, site_other_thread, site_count };
 thread_local drop_site tl_drop_site = site_none;
 
-// What the hooks and checks count in one run. Relaxed: statistics, read by the control thread
-// after it has joined the schedulers (the joins order them).
-struct run_counters {
-  std::atomic<std::uint64_t> created{0}, torn_down{0}, freed{0}, evicted{0}, failures{0};
+// What the hooks and checks count in one run (examples/common/report.hpp), and where each process
+// exited. Relaxed: statistics, read by the control thread after it has joined the schedulers (the
+// joins order them).
+struct run_counters : examples::books {
+  run_counters() noexcept : books("fiber_sched") {}
   std::atomic<std::uint64_t> exits[site_count]{};
 };
-
-__attribute__((format(printf, 2, 3))) void check_failed(run_counters& c, const char* fmt, ...) {
-  if (c.failures.fetch_add(1, std::memory_order_relaxed) < 10) {  // relaxed: a statistic
-    va_list ap;
-    va_start(ap, fmt);
-    std::fputs("fiber_sched: CHECK FAILED: ", stderr);
-    std::vfprintf(stderr, fmt, ap);
-    std::fputc('\n', stderr);
-    va_end(ap);
-  }
-}
 
 class process;
 // The process this scheduler thread has loaded (CR3): set by on_activate, cleared by
@@ -265,7 +249,7 @@ class fiber_system {
     bool is_main = false;
     fiber_state state = fiber_state::runnable;
     std::uint64_t wake_tick = 0;
-    rng64 rng{1};
+    examples::rng64 rng{1};
 #if FS_ASAN
     void* asan_fake = nullptr;
     const void* sched_bottom = nullptr;  // the scheduler's stack, learnt on every switch in
@@ -323,8 +307,8 @@ class fiber_system {
   // ---- threads ----
   void scheduler_main(scheduler& s);
   void idle(scheduler& s);
-  void spawn_process(rng64& rng);
-  void service(rng64& rng);
+  void spawn_process(examples::rng64& rng);
+  void service(examples::rng64& rng);
 
   const options& opts_;
   run_counters counters_;
@@ -358,7 +342,7 @@ auto fiber_system<Policy>::make_fiber(scheduler& home, thread_group* g, unsigned
   f->is_main = is_main;
   f->state = fiber_state::runnable;
   f->wake_tick = 0;
-  f->rng = rng64{seed | 1};
+  f->rng = examples::rng64{seed | 1};
 #if FS_ASAN
   f->asan_fake = nullptr;
   f->sched_bottom = nullptr;
@@ -697,7 +681,7 @@ void fiber_system<Policy>::scheduler_main(scheduler& s) {
 }  // ex detaches: its lazy hold is dropped first
 
 template <class Policy>
-void fiber_system<Policy>::spawn_process(rng64& rng) {
+void fiber_system<Policy>::spawn_process(examples::rng64& rng) {
   const std::uint64_t x = rng();
   const bool visible = x % 2 == 0;
   const bool ptraced = visible && (x >> 1) % 3 == 0;
@@ -725,7 +709,7 @@ void fiber_system<Policy>::spawn_process(rng64& rng) {
 // The control thread's other work: detach from ptraced processes whose threads are gone, and
 // peek at one /proc entry. Either drop may be a process's final one.
 template <class Policy>
-void fiber_system<Policy>::service(rng64& rng) {
+void fiber_system<Policy>::service(examples::rng64& rng) {
   tl_drop_site = site_other_thread;
   for (std::size_t i = 0; i < ptraced_.size();) {
     if (ptraced_[i]->threads_exited.load(std::memory_order_acquire)) {  // pairs: exit_process release
@@ -753,7 +737,7 @@ auto fiber_system<Policy>::run() -> result {
   r.policy = Policy::name;
   std::vector<std::thread> threads;
   for (auto& s : scheds_) threads.emplace_back([this, sp = s.get()] { scheduler_main(*sp); });
-  rng64 rng{opts_.seed * 0x9e3779b97f4a7c15ull | 1};
+  examples::rng64 rng{opts_.seed * 0x9e3779b97f4a7c15ull | 1};
   const bool progress = opts_.duration > 2.0;
   const auto start = steady::now();
   const auto deadline =
@@ -813,70 +797,12 @@ auto fiber_system<Policy>::run() -> result {
   r.evicted = counters_.evicted.load(rx);
   for (unsigned i = 0; i < site_count; ++i) r.exits[i] = counters_.exits[i].load(rx);
   r.dom = dom_.stats();
-  if (r.torn_down != r.procs || r.freed != r.procs)
-    check_failed(counters_, "%llu processes created, %llu torn down, %llu freed",
-                 static_cast<unsigned long long>(r.procs), static_cast<unsigned long long>(r.torn_down),
-                 static_cast<unsigned long long>(r.freed));
-  if (r.dom.contexts_created != r.procs || r.dom.contexts_freed != r.procs || dom_.live_contexts() != 0)
-    check_failed(counters_, "domain counted %llu created, %llu freed",
-                 static_cast<unsigned long long>(r.dom.contexts_created),
-                 static_cast<unsigned long long>(r.dom.contexts_freed));
-  if (r.dom.steals != r.evicted)
-    check_failed(counters_, "domain counted %llu steals, on_evict ran %llu times",
-                 static_cast<unsigned long long>(r.dom.steals), static_cast<unsigned long long>(r.evicted));
-  if (Policy::round == lazymm::round_at::never && r.dom.rounds != 0)
-    check_failed(counters_, "refcount ran %llu shootdown rounds", static_cast<unsigned long long>(r.dom.rounds));
-  r.failures = counters_.failures.load(rx);
+  r.failures = examples::check_balance(counters_, dom_, "processes");
   r.ok = r.failures == 0;
   return r;
 }
 
-// ---- command line and report -----------------------------------------------------------------
-
-[[noreturn]] void usage(int code) {
-  std::fprintf(code ? stderr : stdout,
-               "usage: fiber_sched [--schedulers N] [--live N] [--procs N] [--duration SECONDS]\n"
-               "                   [--policy refcount|explicit|implicit|all] [--seed N]\n"
-               "Runs an M:N fiber scheduler whose processes are lazymm contexts, under each policy:\n"
-               "--live processes at a time, until --procs were spawned or --duration seconds pass.\n");
-  std::exit(code);  // NOLINT(concurrency-mt-unsafe): parsing happens before any thread starts
-}
-
-options parse(int argc, char** argv) {
-  options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    if (a == "-h" || a == "--help") usage(0);
-    if (i + 1 >= argc) usage(2);
-    const char* v = argv[++i];
-    char* end = nullptr;
-    errno = 0;
-    if (a == "--policy") {
-      o.policy = v;
-      if (o.policy != "all" && o.policy != "refcount" && o.policy != "explicit" && o.policy != "implicit") usage(2);
-      continue;
-    }
-    if (a == "--duration") {
-      o.duration = std::strtod(v, &end);
-      if (*end || errno || !(o.duration > 0)) usage(2);
-      continue;
-    }
-    const unsigned long long n = std::strtoull(v, &end, 10);
-    if (*end || errno || n == 0) usage(2);
-    if (a == "--schedulers")
-      o.schedulers = static_cast<unsigned>(std::min(n, 64ull));
-    else if (a == "--live")
-      o.live = static_cast<unsigned>(std::min(n, 100000ull));
-    else if (a == "--procs")
-      o.procs = n;
-    else if (a == "--seed")
-      o.seed = n;
-    else
-      usage(2);
-  }
-  if (o.schedulers == 0) o.schedulers = std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
-  return o;
-}
+// ---- report and command line ----------------------------------------------------------------
 
 void print_report(const std::vector<sched_result>& rs) {
   using ull = unsigned long long;
@@ -905,36 +831,32 @@ void print_report(const std::vector<sched_result>& rs) {
       "steals, waits: as in tenant_pool (a steal from the exiting fiber's own executor counts too).\n");
 }
 
-template <class Policy>
-sched_result run_policy(const options& o) {
-  fiber_system<Policy> sys(o);
-  return sys.run();
+options parse(int argc, char** argv) {
+  options o;
+  examples::parse_options(argc, argv, usage_text, o,
+                          {{"--schedulers", &o.schedulers, 64}, {"--live", &o.live, 100000}, {"--procs", &o.procs}});
+  if (o.schedulers == 0) o.schedulers = std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
+  return o;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   const options o = parse(argc, argv);
-  {
-    lazymm::domain<lazymm::default_policy> probe;
-    std::printf(
-        "lazymm fiber_sched: %u scheduler threads (executors), %u processes alive at a time, per policy: up "
-        "to %llu processes or %.2f s\n",
-        o.schedulers, o.live, static_cast<unsigned long long>(o.procs), o.duration);
-    std::printf("backend %s: mechanism %s (%s); checked mode %s; fibers: ucontext, pinned to their scheduler\n",
-                lazymm::default_backend::name, lazymm::to_string(probe.mechanism()), probe.mechanism_reason().c_str(),
-                LAZYMM_CHECKED ? "on" : "off");
-    std::fflush(stdout);
-  }
+  examples::print_header("; fibers: ucontext, pinned to their scheduler",
+                         "lazymm fiber_sched: %u scheduler threads (executors), %u processes alive at a time, per "
+                         "policy: up to %llu processes or %.2f s\n",
+                         o.schedulers, o.live, static_cast<unsigned long long>(o.procs), o.duration);
   std::vector<sched_result> rs;
-  if (o.policy == "all" || o.policy == "refcount") rs.push_back(run_policy<lazymm::refcount>(o));
-  if (o.policy == "all" || o.policy == "explicit") rs.push_back(run_policy<lazymm::explicit_shootdown>(o));
-  if (o.policy == "all" || o.policy == "implicit") rs.push_back(run_policy<lazymm::implicit_shootdown>(o));
+  using examples::chosen;
+  if (chosen<lazymm::refcount>(o.policy)) rs.push_back(examples::run_fresh<fiber_system, lazymm::refcount>(o));
+  if (chosen<lazymm::explicit_shootdown>(o.policy))
+    rs.push_back(examples::run_fresh<fiber_system, lazymm::explicit_shootdown>(o));
+  if (chosen<lazymm::implicit_shootdown>(o.policy))
+    rs.push_back(examples::run_fresh<fiber_system, lazymm::implicit_shootdown>(o));
   print_report(rs);
   bool ok = true;
   for (const sched_result& r : rs) ok = ok && r.ok;
-  std::printf("\n%s\n", ok ? "all checks passed: every process created was torn down and freed exactly once, every "
-                             "fiber ran with its own process loaded, every planned step reached its memory"
-                           : "CHECKS FAILED (see messages above)");
-  return ok ? 0 : 1;
+  return examples::verdict(ok, "every process created was torn down and freed exactly once, every fiber ran with "
+                               "its own process loaded, every planned step reached its memory");
 }

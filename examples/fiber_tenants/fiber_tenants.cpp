@@ -232,11 +232,7 @@ int main(int argc, char** argv) {
 
   std::uint64_t posted = 0, nested_posted = 0;
   {
-    std::mt19937 rng(5);
-    unsigned next_id = 0;
-    std::vector<tenant_ref> live;
-    for (unsigned i = 0; i < o.tenants; ++i) live.push_back(dom.make<tenant>(next_id++));
-    auto pick = [&]() -> tenant_ref& { return live[rng() % live.size()]; };
+    tenants::table live(dom, o.tenants, 5);
     // At most max_fibers at once. Detached, and counted as they finish: a join would destroy the
     // fiber's context on the joining thread, ordered by libboost_fiber only (TSan cannot see it),
     // while a detached fiber's context is destroyed by the scheduler it ended on.
@@ -244,8 +240,8 @@ int main(int argc, char** argv) {
       while (posted / steps - finished.load(std::memory_order_acquire) > limit) boost::this_fiber::yield();
     };
     for (unsigned n = 0; n < fibers; ++n) {
-      if (n % std::max(1u, o.churn / 16) == 0 && n) pick() = dom.make<tenant>(next_id++);  // retire one, create one
-      bf::fiber(std::allocator_arg, bf::fixedsize_stack(stack), fiber_main, pick(), pick(), steps).detach();
+      if (n % std::max(1u, o.churn / 16) == 0 && n) live.churn();  // retire one, create one
+      bf::fiber(std::allocator_arg, bf::fixedsize_stack(stack), fiber_main, live.pick(), live.pick(), steps).detach();
       posted += steps;
       nested_posted += (steps + 2) / 4;
       wait_below(max_fibers - 1);
@@ -259,6 +255,7 @@ int main(int argc, char** argv) {
   std::printf("fiber_tenants: %llu of %llu steps resumed on another thread\n",
               static_cast<unsigned long long>(migrations.load(std::memory_order_relaxed)),
               static_cast<unsigned long long>(posted));
-  if (o.threads > 1 && migrations.load(std::memory_order_relaxed) == 0) tenants::fail("no fiber migrated");
+  if (o.threads > 1 && migrations.load(std::memory_order_relaxed) == 0)
+    tenants::check_failed(tenants::the_books, "no fiber migrated");
   return tenants::finish("fiber_tenants", dom, posted, nested_posted, true);
 }

@@ -36,16 +36,10 @@ using tenants::tenant;
 using tenants::tenant_ref;
 
 // ---- glue begins -----------------------------------------------------------------------------
-// Runs f with tenant t loaded on this thread's executor, then restores what it had: the outer
-// task's tenant when TBB runs this task inside another one (a wait, a nested arena), a lazy hold
-// (t stays loaded) when it ran between tasks.
-template <class F>
-void run_as(domain_type& dom, const tenant_ref& t, F&& f) {
-  executor_type& ex = dom.thread_executor();  // attached on first use, detached at thread exit
-  if (!ex.is_lazy() && ex.loaded() == dom.default_context()) ex.go_lazy();  // between tasks
-  lazymm::scoped_switch s(ex, t);
-  f();
-}
+// Each task runs through tenants::run_as (examples/common/tenants.hpp, glue shared with
+// asio_tenants): t loaded on this thread's executor, then what it had restored: the outer task's
+// tenant when TBB runs this task inside another one (a wait, a nested arena), a lazy hold when it
+// ran between tasks.
 
 // A thread that leaves an arena (to sleep, or back to the outer arena) polls for a steal: the
 // thread-side undo of a stolen tenant runs there rather than at its next task.
@@ -167,7 +161,7 @@ class service {
     executor_type& ex = dom_.thread_executor();
     if (!ex.is_lazy() && ex.loaded() != dom_.default_context())
       (parent && ex.loaded() == parent->get() ? children_inside : foreign_inside).fetch_add(1, std::memory_order_relaxed);
-    run_as(dom_, t, f);
+    tenants::run_as(dom_, t, f);
   }
 
   domain_type& dom_;
@@ -188,16 +182,12 @@ int main(int argc, char** argv) {
     tbb::global_control threads(tbb::global_control::max_allowed_parallelism, o.threads + 1);
     service svc(dom, o.threads);
     poll_on_exit observers[2] = {{svc.arena(0), dom}, {svc.arena(1), dom}};
-    std::mt19937 rng(11);
-    unsigned next_id = 0;
-    std::vector<tenant_ref> live;
-    for (unsigned i = 0; i < o.tenants; ++i) live.push_back(dom.make<tenant>(next_id++));
-    auto pick = [&]() -> tenant_ref& { return live[rng() % live.size()]; };
+    tenants::table live(dom, o.tenants, 11);
     for (unsigned n = 0; n < o.tasks; ++n) {
-      if (n % o.churn == o.churn - 1) pick() = dom.make<tenant>(next_id++);  // retire one, create one
+      if (n % o.churn == o.churn - 1) live.churn();  // retire one, create one
       const unsigned kind = (n / 2) % 4;
-      tenant_ref a = pick();
-      tenant_ref b = kind ? pick() : tenant_ref{};
+      tenant_ref a = live.pick();
+      tenant_ref b = kind ? live.pick() : tenant_ref{};
       nested_posted += kind == 1 || kind == 2 ? 2 : kind == 3;
       ++posted;
       svc.enqueue(n % 2, kind, std::move(a), std::move(b));
@@ -212,7 +202,7 @@ int main(int argc, char** argv) {
   std::printf("tbb_tenants: ran inside another task on the same thread: %llu inside their parent, %llu inside a "
               "task that is not their parent\n",
               static_cast<unsigned long long>(children), static_cast<unsigned long long>(tops));
-  if (children == 0) tenants::fail("TBB never ran a child task inside its parent");
+  if (children == 0) tenants::check_failed(tenants::the_books, "TBB never ran a child task inside its parent");
   // TBB's workers are alive and keep their executors: the domain detaches them when it goes.
   return tenants::finish("tbb_tenants", dom, posted, nested_posted, false);
 }

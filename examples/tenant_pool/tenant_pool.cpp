@@ -23,23 +23,21 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "../common/report.hpp"
+
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <deque>
 #include <lazymm/lazymm.hpp>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -48,48 +46,33 @@ namespace {
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-struct options {
+// --policy, --seed, and --duration: seconds of submission per policy, at most (0.8).
+struct options : examples::run_options {
+  options() noexcept : run_options{0.8} {}
   unsigned workers = 0;              // 0: the machine's hardware threads, clamped to [2, 8]
   unsigned tenants = 16;             // tenants alive at any time
   std::uint64_t tasks = 50'000'000;  // requests (tasks arriving by polls) per policy, at most
-  double duration = 0.8;             // seconds of submission per policy, at most
   unsigned churn = 400;              // retire one tenant (and create one) every `churn` requests
   unsigned rounds = 4;               // the policies take turns: each runs rounds x (duration / rounds)
-  std::uint64_t seed = 1;
-  std::string policy = "all";
 };
 
-// xorshift64: the workload generator (same sequence for every policy).
-struct rng64 {
-  std::uint64_t s;
-  std::uint64_t operator()() noexcept {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-};
+constexpr const char* usage_text =
+    "usage: tenant_pool [--workers N] [--tenants N] [--tasks N] [--duration SECONDS]\n"
+    "                   [--churn N] [--rounds N] [--policy refcount|explicit|implicit|all]\n"
+    "                   [--seed N]\n"
+    "Runs a pool of worker threads over tenants that own mmap'd arenas, under each lazymm\n"
+    "policy, and prints a comparison. Each policy runs until --tasks requests have arrived or\n"
+    "--duration seconds pass, whichever is first; --churn: retire one tenant every N requests.\n"
+    "The policies take turns in --rounds rounds (a fresh pool each), so that changes in the\n"
+    "machine's load affect them alike.\n";
 
-// What the hooks and checks count during one run. All relaxed: statistics, read by the control
-// thread after it has joined the workers (the joins order them).
-struct run_counters {
-  std::atomic<std::uint64_t> created{0}, torn_down{0}, freed{0}, evicted{0};
+// What the hooks and checks count during one run (examples/common/report.hpp), and the bytes
+// mapped and unmapped. All relaxed: statistics, read by the control thread after it has joined
+// the workers (the joins order them).
+struct run_counters : examples::books {
+  run_counters() noexcept : books("tenant_pool") {}
   std::atomic<std::uint64_t> bytes_mapped{0}, bytes_unmapped{0};
-  std::atomic<std::uint64_t> failures{0};
 };
-
-// A failed check: counted, and the first few are printed.
-__attribute__((format(printf, 2, 3))) void check_failed(run_counters& c, const char* fmt, ...) {
-  // relaxed: a statistic (see run_counters).
-  if (c.failures.fetch_add(1, std::memory_order_relaxed) < 10) {
-    va_list ap;
-    va_start(ap, fmt);
-    std::fputs("tenant_pool: CHECK FAILED: ", stderr);
-    std::vfprintf(stderr, fmt, ap);
-    std::fputc('\n', stderr);
-    va_end(ap);
-  }
-}
 
 class tenant;
 
@@ -314,7 +297,7 @@ class pool {
 
   void worker_main(unsigned self);
   bool pop(unsigned self, task& out, bool& migrated);
-  void receive(unsigned self, rng64& rng, std::vector<task>& batch);
+  void receive(unsigned self, examples::rng64& rng, std::vector<task>& batch);
   void idle(unsigned self);
   void push(unsigned w, std::vector<task>& batch);
   lazymm::owning_ref<tenant> create_tenant();
@@ -383,7 +366,7 @@ bool pool<Policy>::pop(unsigned self, task& out, bool& migrated) {
 // Usually one of this worker's home tenants and queued here; one burst in 8 is for any tenant
 // and goes to another worker.
 template <class Policy>
-void pool<Policy>::receive(unsigned self, rng64& rng, std::vector<task>& batch) {
+void pool<Policy>::receive(unsigned self, examples::rng64& rng, std::vector<task>& batch) {
   const std::uint64_t x = rng();
   const bool handoff = opts_.workers > 1 && (x >> 8) % 8 == 0;
   const unsigned to =
@@ -427,7 +410,7 @@ void pool<Policy>::worker_main(unsigned self) {
   auto ex = dom_.attach();
   counting_executor cx{ex};
   worker_stats st;
-  rng64 rng{(opts_.seed + self + 1) * 0x9e3779b97f4a7c15ull | 1};
+  examples::rng64 rng{(opts_.seed + self + 1) * 0x9e3779b97f4a7c15ull | 1};
   std::vector<task> batch;
   if (ex.id().value >= opts_.workers) check_failed(counters_, "executor id %u outside the pool", ex.id().value);
   task t;
@@ -532,7 +515,7 @@ run_result pool<Policy>::run() {
   std::vector<std::thread> threads;  // started after deadline_ and cap_per_worker_ are set
   for (unsigned i = 0; i < opts_.workers; ++i) threads.emplace_back([this, i] { worker_main(i); });
 
-  rng64 rng{opts_.seed * 0x9e3779b97f4a7c15ull | 1};
+  examples::rng64 rng{opts_.seed * 0x9e3779b97f4a7c15ull | 1};
   const bool progress = opts_.duration > 2.0;
   auto next_progress = start + 1s;
   std::uint64_t received = 0, next_churn = opts_.churn, retired = 0;
@@ -603,18 +586,6 @@ run_result pool<Policy>::run() {
   r.bytes_mapped = counters_.bytes_mapped.load(rx);
   r.bytes_unmapped = counters_.bytes_unmapped.load(rx);
   r.dom = dom_.stats();
-  // The books must balance.
-  if (r.torn_down != r.tenants || r.freed != r.tenants)
-    check_failed(counters_, "%llu tenants created, %llu torn down, %llu freed",
-                 static_cast<unsigned long long>(r.tenants), static_cast<unsigned long long>(r.torn_down),
-                 static_cast<unsigned long long>(r.freed));
-  if (r.dom.contexts_created != r.tenants || r.dom.contexts_freed != r.tenants || dom_.live_contexts() != 0)
-    check_failed(counters_, "domain counted %llu created, %llu freed",
-                 static_cast<unsigned long long>(r.dom.contexts_created),
-                 static_cast<unsigned long long>(r.dom.contexts_freed));
-  if (r.dom.steals != r.evicted)
-    check_failed(counters_, "domain counted %llu steals, on_evict ran %llu times",
-                 static_cast<unsigned long long>(r.dom.steals), static_cast<unsigned long long>(r.evicted));
   if (r.bytes_mapped != r.bytes_unmapped)
     check_failed(counters_, "%llu bytes mapped, %llu unmapped", static_cast<unsigned long long>(r.bytes_mapped),
                  static_cast<unsigned long long>(r.bytes_unmapped));
@@ -624,63 +595,19 @@ run_result pool<Policy>::run() {
   if (r.drops != r.tenants)
     check_failed(counters_, "%llu final drops timed for %llu tenants", static_cast<unsigned long long>(r.drops),
                  static_cast<unsigned long long>(r.tenants));
-  if (Policy::round == lazymm::round_at::never && r.dom.rounds != 0)
-    check_failed(counters_, "refcount ran %llu shootdown rounds", static_cast<unsigned long long>(r.dom.rounds));
-  r.failures = counters_.failures.load(rx);
+  // The books must balance; the failures of every check so far.
+  r.failures = examples::check_balance(counters_, dom_, "tenants");
   r.ok = r.failures == 0;
   return r;
 }
 
 // ---- command line and report ---------------------------------------------------------------
 
-[[noreturn]] void usage(int code) {
-  std::fprintf(code ? stderr : stdout,
-               "usage: tenant_pool [--workers N] [--tenants N] [--tasks N] [--duration SECONDS]\n"
-               "                   [--churn N] [--rounds N] [--policy refcount|explicit|implicit|all] [--seed N]\n"
-               "Runs a pool of worker threads over tenants that own mmap'd arenas, under each lazymm\n"
-               "policy, and prints a comparison. Each policy runs until --tasks requests have arrived or\n"
-               "--duration seconds pass, whichever is first; --churn: retire one tenant every N requests.\n"
-               "The policies take turns in --rounds rounds (a fresh pool each), so that changes in the\n"
-               "machine's load affect them alike.\n");
-  std::exit(code);  // NOLINT(concurrency-mt-unsafe): parsing happens before any thread starts
-}
-
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    if (a == "-h" || a == "--help") usage(0);
-    if (i + 1 >= argc) usage(2);
-    const char* v = argv[++i];
-    char* end = nullptr;
-    errno = 0;
-    if (a == "--policy") {
-      o.policy = v;
-      if (o.policy != "all" && o.policy != "refcount" && o.policy != "explicit" && o.policy != "implicit") usage(2);
-      continue;
-    }
-    if (a == "--duration") {
-      o.duration = std::strtod(v, &end);
-      if (*end || errno || !(o.duration > 0)) usage(2);
-      continue;
-    }
-    const unsigned long long n = std::strtoull(v, &end, 10);
-    if (*end || errno || n == 0) usage(2);
-    if (a == "--workers")
-      o.workers = static_cast<unsigned>(std::min(n, 64ull));
-    else if (a == "--tenants")
-      o.tenants = static_cast<unsigned>(std::min(n, 100000ull));
-    else if (a == "--tasks")
-      o.tasks = n;
-    else if (a == "--churn")
-      o.churn = static_cast<unsigned>(std::min(n, 1ull << 30));
-    else if (a == "--rounds")
-      o.rounds = static_cast<unsigned>(std::min(n, 1000ull));
-    else if (a == "--seed")
-      o.seed = n;
-    else
-      usage(2);
-  }
+  examples::parse_options(argc, argv, usage_text, o,
+                          {{"--workers", &o.workers, 64}, {"--tenants", &o.tenants, 100000}, {"--tasks", &o.tasks},
+                           {"--churn", &o.churn, 1ull << 30}, {"--rounds", &o.rounds, 1000}});
   if (o.workers == 0) o.workers = std::clamp(std::thread::hardware_concurrency(), 2u, 8u);
   o.rounds = static_cast<unsigned>(std::min<std::uint64_t>(o.rounds, o.tasks));
   return o;
@@ -724,32 +651,23 @@ void print_report(const std::vector<run_result>& rs) {
       "in these numbers: they show the shape, the benchmarks measure the cost.\n");
 }
 
-template <class Policy>
-run_result run_policy(const options& o) {
-  pool<Policy> p(o);
-  return p.run();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   const options o = parse(argc, argv);
-  {
-    lazymm::domain<lazymm::default_policy> probe;  // what a domain with the default backend gets
-    std::printf(
-        "lazymm tenant_pool: %u workers, %u live tenants, churn 1 tenant / %u requests, per policy: up to "
-        "%llu requests or %.2f s, in %u rounds taken in turn\n",
-        o.workers, o.tenants, o.churn, static_cast<unsigned long long>(o.tasks), o.duration, o.rounds);
-    std::printf("backend %s: mechanism %s (%s); checked mode %s\n", lazymm::default_backend::name,
-                lazymm::to_string(probe.mechanism()), probe.mechanism_reason().c_str(), LAZYMM_CHECKED ? "on" : "off");
-    std::printf(
-        "each tenant: %u x 16 KiB mmap'd slabs; tasks: work (1 in 4 issues an I/O: completion, then "
-        "continuation) and timers\n",
-        o.workers);
-    std::fflush(stdout);
-  }
-  const bool all = o.policy == "all";
-  const bool want[3] = {all || o.policy == "refcount", all || o.policy == "explicit", all || o.policy == "implicit"};
+  examples::print_header("",
+                         "lazymm tenant_pool: %u workers, %u live tenants, churn 1 tenant / %u requests, per "
+                         "policy: up to %llu requests or %.2f s, in %u rounds taken in turn\n",
+                         o.workers, o.tenants, o.churn, static_cast<unsigned long long>(o.tasks), o.duration,
+                         o.rounds);
+  std::printf(
+      "each tenant: %u x 16 KiB mmap'd slabs; tasks: work (1 in 4 issues an I/O: completion, then "
+      "continuation) and timers\n",
+      o.workers);
+  std::fflush(stdout);
+  const bool want[3] = {examples::chosen<lazymm::refcount>(o.policy),
+                        examples::chosen<lazymm::explicit_shootdown>(o.policy),
+                        examples::chosen<lazymm::implicit_shootdown>(o.policy)};
   const unsigned policies = static_cast<unsigned>(want[0] + want[1] + want[2]);
   options per = o;  // one round of one policy
   per.duration = o.duration / o.rounds;
@@ -759,9 +677,9 @@ int main(int argc, char** argv) {
   const auto start = steady::now();
   for (unsigned round = 0; round < o.rounds; ++round) {
     per.seed = o.seed + round;  // the same workload for every policy within a round
-    if (want[0]) merge(total[0], run_policy<lazymm::refcount>(per));
-    if (want[1]) merge(total[1], run_policy<lazymm::explicit_shootdown>(per));
-    if (want[2]) merge(total[2], run_policy<lazymm::implicit_shootdown>(per));
+    if (want[0]) merge(total[0], examples::run_fresh<pool, lazymm::refcount>(per));
+    if (want[1]) merge(total[1], examples::run_fresh<pool, lazymm::explicit_shootdown>(per));
+    if (want[2]) merge(total[2], examples::run_fresh<pool, lazymm::implicit_shootdown>(per));
     if (progress)
       std::fprintf(stderr, "  round %u/%u done, %.1f s\n", round + 1, o.rounds,
                    std::chrono::duration<double>(steady::now() - start).count());
@@ -772,8 +690,6 @@ int main(int argc, char** argv) {
   print_report(rs);
   bool ok = true;
   for (const run_result& r : rs) ok = ok && r.ok;
-  std::printf("\n%s\n", ok ? "all checks passed: every tenant created was torn down and freed exactly once, every "
-                             "task ran with its own slab bound, every mapped byte was unmapped"
-                           : "CHECKS FAILED (see messages above)");
-  return ok ? 0 : 1;
+  return examples::verdict(ok, "every tenant created was torn down and freed exactly once, every task ran with its "
+                               "own slab bound, every mapped byte was unmapped");
 }

@@ -98,9 +98,13 @@ class registry {
         break;
     }
     if (!r) {
-      // Relaxed: ids need only be distinct; the record is private until the CAS below.
-      const std::uint32_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-      r = record_of_new_id(id);
+      // The block of the id about to be drawn exists before the id is drawn: a std::bad_alloc
+      // from its allocation leaves no id drawn and without a record (it would be lost). Relaxed:
+      // ids need only be distinct; the record is private until the CAS below, and the block's
+      // install orders its records (acq_rel in record_of_new_id, acquire in at()).
+      std::uint32_t id = next_id_.load(std::memory_order_relaxed);
+      do r = record_of_new_id(id);
+      while (!next_id_.compare_exchange_weak(id, id + 1, std::memory_order_relaxed, std::memory_order_relaxed));
       r->slot.store(dflt, std::memory_order_relaxed);
       r->next = head_.load(std::memory_order_relaxed);
       // release: publishes the record's fields to walkers (acquire in head()).

@@ -89,6 +89,9 @@ class domain final : public detail::domain_base {
   // be attached to a domain once at a time: a second attach (RAII or library-managed) aborts with
   // a message that points to thread_executor().
   [[nodiscard]] executor_type attach() {
+#if !LAZYMM_GENMC
+    check_same_copy("attach()");
+#endif
     if (auto* l = detail::executor_link::find(this))
       detail::abort_with("this thread is already attached to this domain as executor #%u (use domain::thread_executor() "
                    "to get it)",
@@ -102,6 +105,7 @@ class domain final : public detail::domain_base {
   // exits (a thread_local destructor; see docs/api.md for the order) or when the domain is
   // destroyed, whichever comes first.
   executor_type& thread_executor() {
+    check_same_copy("thread_executor()");
     if (executor_type* e = find_thread_executor()) return *e;
     LAZYMM_CHECK(!detail::process::exit_detached,
                  "thread_executor() on a thread whose library-managed executors were already detached at its exit "
@@ -128,6 +132,9 @@ class domain final : public detail::domain_base {
 
   // The calling thread's executor of this domain (RAII or managed), or nullptr. Never attaches.
   executor_type* find_thread_executor() noexcept {
+#if !LAZYMM_GENMC
+    check_same_copy("find_thread_executor()");
+#endif
     return static_cast<executor_type*>(detail::executor_link::find(this));
   }
 
@@ -295,11 +302,11 @@ class domain final : public detail::domain_base {
   // bound. (A chain of teardowns that each drop one context stays under the bound: no nesting.)
   void retire(context* x) noexcept {
     const std::size_t n = batch_.q.push(x);
+    if (n < batch_.opts.backlog) return;  // first: the common drop reads nothing more
     if (batch_.q.held_here()) {
       if (n - batch_.taken >= 2 * batch_.opts.backlog) reclaim_locked();
       return;
     }
-    if (n < batch_.opts.backlog) return;
     if (!batch_.q.try_lock()) {
       if (n < 2 * batch_.opts.backlog) return;  // the running reclaim (or the next) takes it
       batch_.q.lock();

@@ -342,6 +342,17 @@ class domain_base {
   domain_base* next_live_ = nullptr;
   domain_base* prev_live_ = nullptr;
   managed_entry* managed_ = nullptr;  // this domain's library-managed executors
+  const void* const copy_ = process::copy_id();  // the copy of lazymm that created this domain
+  // Aborts if the calling code binds another copy of lazymm's process-wide state than the one
+  // that created this domain (process::copy_id).
+  void check_same_copy(const char* what) const noexcept {
+    LAZYMM_CHECK(copy_ == process::copy_id(),
+                 "%s: this code uses another copy of lazymm's per-thread and process-wide state than the one that "
+                 "created the domain (a library that uses lazymm was dlopen()ed by an executable linked without "
+                 "-rdynamic): link the executable with -rdynamic (CMake: ENABLE_EXPORTS) so that one copy serves "
+                 "the whole process",
+                 what);
+  }
   // Managed executors being detached at their thread's exit, outside the process lock.
   std::atomic<unsigned> exiting_{0};
   // ~executor of a managed executor of this domain (its type is the domain's executor_type).

@@ -107,6 +107,15 @@ struct __attribute__((visibility("default"))) process {
     return l;
   }
 
+  // Names this copy of lazymm's process-wide state: the address of one of its variables. Two
+  // copies exist when an executable linked without -rdynamic dlopen()s a library that uses lazymm
+  // (the library cannot bind to the executable's inline variables, so it defines its own executor
+  // lists, process lock and so on): then one thread could attach twice to a domain, and the
+  // process lock would not exclude anything across the two. A domain remembers the copy that
+  // created it; attach(), thread_executor() and find_thread_executor() compare it with their own
+  // (the copy of the code that runs them) and abort on a mismatch (domain.hpp).
+  static const void* copy_id() noexcept { return &domains; }
+
   static void add_domain(domain_base* d) noexcept;
   static void remove_domain(domain_base* d) noexcept;
   static void atfork_prepare() noexcept;

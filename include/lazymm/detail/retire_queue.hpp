@@ -14,7 +14,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#if !LAZYMM_GENMC
+#if LAZYMM_GENMC
+#include <pthread.h>
+#else
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -108,12 +110,18 @@ inline std::int64_t monotonic_ns() noexcept {
 #endif
 }
 
-// A per-thread address that names the calling thread as the owner of a reclaim lock. Default
-// visibility: one per thread for the whole process, as executor_link::this_thread.
+// A per-thread value that names the calling thread as the owner of a reclaim lock: the address of
+// a thread_local (default visibility: one per thread for the whole process, as
+// executor_link::this_thread). GenMC gives every thread the same thread_local address, so there
+// the thread's pthread id names it.
+#if LAZYMM_GENMC
+inline std::uintptr_t reclaim_token() noexcept { return static_cast<std::uintptr_t>(pthread_self()) + 1; }
+#else
 struct __attribute__((visibility("default"))) reclaim_owner {
   inline static thread_local char token = 0;
 };
-inline const void* reclaim_token() noexcept { return &reclaim_owner::token; }
+inline std::uintptr_t reclaim_token() noexcept { return reinterpret_cast<std::uintptr_t>(&reclaim_owner::token); }
+#endif
 
 // The queue. `next_of(c)` is the link field in the context header (context::retire_next_).
 template <class Link>
@@ -161,7 +169,7 @@ class retire_queue {
   // moment it is seen (a destructor drains under this lock), so nothing may touch the lock after
   // it, not even a notify.
   bool try_lock() noexcept {
-    const void* expected = nullptr;
+    std::uintptr_t expected = 0;
     return busy_.compare_exchange_strong(expected, reclaim_token(), std::memory_order_acquire,
                                          std::memory_order_relaxed);  // relaxed on failure: we only retry
   }
@@ -175,9 +183,9 @@ class retire_queue {
 #endif
     }
   }
-  void unlock() noexcept { busy_.store(nullptr, std::memory_order_release); }
+  void unlock() noexcept { busy_.store(0, std::memory_order_release); }
   // Whether the calling thread holds the lock. Relaxed: only this thread ever stores its own token
-  // (the CAS in try_lock) and then nullptr (unlock); by coherence this load sees our latest store
+  // (the CAS in try_lock) and then 0 (unlock); by coherence this load sees our latest store
   // or a later one, and a later one is never our token unless we locked again. A signal handler
   // runs on the thread it interrupted, so the same holds there (the CAS is one instruction).
   bool held_here() const noexcept { return busy_.load(std::memory_order_relaxed) == reclaim_token(); }
@@ -187,7 +195,7 @@ class retire_queue {
   std::atomic<std::size_t> backlog_{0};
   std::atomic<std::size_t> peak_{0};
   std::atomic<std::int64_t> oldest_ns_{0};
-  LAZYMM_CACHELINE_ALIGN std::atomic<const void*> busy_{nullptr};
+  LAZYMM_CACHELINE_ALIGN std::atomic<std::uintptr_t> busy_{0};  // 0, or the holder's reclaim_token()
 };
 
 }  // namespace detail

@@ -5,6 +5,7 @@
 //
 // A test whose failure mode is a hang runs in a child process (EXPECT_EXIT, "threadsafe" style)
 // with an alarm, so that the hang fails the test instead of the suite.
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -417,4 +418,77 @@ TYPED_TEST(round2, a_teardown_chain_of_a_hundred_thousand_links_runs_in_a_small_
 
 TYPED_TEST(round2_batched, a_teardown_chain_of_a_hundred_thousand_links_runs_in_a_small_stack) {
   EXPECT_RETURNS_WITHIN(60, drop_a_chain_on_a_small_stack<typename TestFixture::domain>(100'000));
+}
+
+// ---- item 9: trim() ---------------------------------------------------------------------------------
+
+// Two trims that both chose one stale member: only the one whose clear found the bit set counts it.
+TYPED_TEST(round2, two_concurrent_trims_count_a_removed_member_once) {
+  if constexpr (TestFixture::steals) {
+    using domain = typename TestFixture::domain;
+    domain d;
+    worker<domain> w(d);
+    auto x = d.template make<counted>(this->log, 1);
+    w.run([&](auto& e) {
+      e.switch_to(x);
+      e.switch_to_default();  // the bit stays set: stale
+    });
+    std::size_t first = 0, second = 0;
+    {
+      pause_at p(lazymm::test_point::trim_before_clear);
+      std::thread t([&] { first = d.trim(x); });
+      ASSERT_TRUE(p.wait_reached());
+      second = d.trim(x);  // chooses the same member and clears it
+      p.resume();
+      t.join();
+    }
+    EXPECT_EQ(first + second, 1u) << "one member removed, counted " << first + second << " times";
+    EXPECT_EQ(d.holder_count(x), 0u);
+  }
+}
+
+namespace {
+std::atomic<int> g_expedited{0};
+long counting_membarrier(int cmd, unsigned) {
+  if (cmd == MEMBARRIER_CMD_QUERY) return MEMBARRIER_CMD_PRIVATE_EXPEDITED | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED;
+  if (cmd == MEMBARRIER_CMD_PRIVATE_EXPEDITED) g_expedited.fetch_add(1);
+  return 0;
+}
+}  // namespace
+
+// A trim whose only chosen member switched back to x before the clear puts its bit back at once
+// and issues no heavy barrier (there is nothing left to check after one).
+TEST(round2_trim, a_trim_whose_chosen_members_all_switched_back_issues_no_barrier) {
+  using domain = lazymm::domain<lazymm::explicit_shootdown, lazymm::membarrier_backend>;
+  auto* const previous = lazymm::detail::seams::membarrier.exchange(&counting_membarrier);
+  {
+    domain d;
+    if (d.mechanism() != lazymm::mechanism::membarrier) {
+      lazymm::detail::seams::membarrier.store(previous);
+      GTEST_SKIP() << "membarrier forced off in this run";
+    }
+    event_log log;
+    worker<domain> w(d);
+    auto x = d.make<counted>(log, 1);
+    auto mine = x;
+    w.run([&](auto& e) {
+      e.switch_to(mine);
+      e.switch_to_default();  // stale bit
+    });
+    std::size_t removed = 99;
+    const int before = g_expedited.load();
+    {
+      pause_at p(lazymm::test_point::trim_before_clear);
+      std::thread t([&] { removed = d.trim(x); });
+      ASSERT_TRUE(p.wait_reached());
+      w.run([&](auto& e) { e.switch_to(mine); });  // holds x again (its bit was still set: no write)
+      p.resume();
+      t.join();
+    }
+    EXPECT_EQ(removed, 0u);
+    EXPECT_EQ(d.holder_count(x), 1u) << "the holder's bit is back";
+    EXPECT_EQ(g_expedited.load() - before, 0) << "a barrier for a trim that removed nothing";
+    w.run([&](auto& e) { e.switch_to_default(); });
+  }
+  lazymm::detail::seams::membarrier.store(previous);
 }

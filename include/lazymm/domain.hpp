@@ -178,7 +178,7 @@ class domain final : public detail::domain_base {
   }
 
   // rcu_barrier(): returns once every context retired before the call is freed (under implicit,
-  // torn down and freed). The same as reclaim(): a reclaim in progress elsewhere holds what it took
+  // torn down, and freed unless a structural reference outlives the owners). The same as reclaim(): a reclaim in progress elsewhere holds what it took
   // until it is done, and this call waits for it.
   void synchronize() noexcept requires(Policy::batches) {
     check_may_reclaim("synchronize()");

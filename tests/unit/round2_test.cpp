@@ -492,3 +492,50 @@ TEST(round2_trim, a_trim_whose_chosen_members_all_switched_back_issues_no_barrie
   }
   lazymm::detail::seams::membarrier.store(previous);
 }
+
+// ---- item 9: a fork from a switch hook while a reclaimer is blocked on that switch ------------------
+
+namespace {
+std::atomic<int> g_fork_status{-1};
+template <class Domain>
+struct forks_in_activate : lazymm::context {
+  Domain* d;
+  explicit forks_in_activate(Domain* dd) : d(dd) {}
+  void on_activate(lazymm::executor_id) noexcept {
+    // Wait until a round is blocked on this very switch (its waiter count is up), then fork.
+    while (lazymm::detail::executor_link::this_thread->rec->waiters.load() == 0) std::this_thread::yield();
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      // Nobody waits on this switch in the child: no futex wake per switch from now on.
+      const auto w = lazymm::detail::executor_link::this_thread->rec->waiters.load();
+      ::_exit(w == 0 ? 0 : 3);
+    }
+    int st = -1;
+    ::waitpid(pid, &st, 0);
+    g_fork_status = WIFEXITED(st) ? WEXITSTATUS(st) : 100;
+  }
+};
+}  // namespace
+
+TYPED_TEST(round2, a_fork_from_a_switch_hook_leaves_no_waiter_count_on_the_childs_record) {
+  if constexpr (TestFixture::steals) {
+    using domain = typename TestFixture::domain;
+    domain d;
+    worker<domain> w(d);
+    auto y = d.template make<counted>(this->log, 1);
+    auto x = d.template make<forks_in_activate<domain>>(&d);
+    w.run([&](auto& e) {
+      e.switch_to(y);
+      e.go_lazy();
+    });
+    g_fork_status = -1;
+    std::thread t([&] { w.run([&](auto& e) { e.switch_to(x); }); });
+    // The switch to x read y and runs on_activate(x); drop y: the round steals it and blocks on
+    // the odd seq until on_activate returns (after the fork).
+    ASSERT_TRUE(eventually([&] { return this->log.count(event_log::deactivate, 1) == 1; }));
+    y.reset();
+    t.join();
+    EXPECT_EQ(g_fork_status.load(), 0) << "the child's record kept the parent's waiter count";
+    w.run([&](auto& e) { e.switch_to_default(); });
+  }
+}

@@ -112,8 +112,8 @@ inline std::int64_t monotonic_ns() noexcept {
 
 // A per-thread value that names the calling thread as the owner of a reclaim lock: the address of
 // a thread_local (default visibility: one per thread for the whole process, as
-// executor_link::this_thread). GenMC gives every thread the same thread_local address, so there
-// the thread's pthread id names it.
+// executor_link::this_thread). In the GenMC build the thread's pthread id names it (the model does
+// not rely on the addresses GenMC gives thread_locals).
 #if LAZYMM_GENMC
 inline std::uintptr_t reclaim_token() noexcept { return static_cast<std::uintptr_t>(pthread_self()) + 1; }
 #else

@@ -112,6 +112,7 @@ struct default_context_type final : context {};
 struct drop_timer {
   const context* x = nullptr;
   std::int64_t t0 = 0;
+  bool recorded = false;  // the free of x recorded the sample
 };
 #endif
 
@@ -219,7 +220,7 @@ class domain_base {
     for (auto* l = executor_link::this_thread; l; l = l->next_on_thread) {
       if (!l->live()) continue;
       LAZYMM_CHECK(!l->in_hooks,
-                   "final drop of context %p inside an on_activate/on_deactivate hook of executor #%u: "
+                   "final drop of context %p inside a switch hook (on_activate, on_deactivate or on_stolen) of executor #%u: "
                    "switch hooks must not drop the last reference to any context",
                    static_cast<const void*>(x), l->rec->id);
       LAZYMM_CHECK(!l->in_switch(), LAZYMM_SIGNAL_DROP_MESSAGE, l->rec->id);
@@ -337,7 +338,10 @@ class domain_base {
     x->holders_.release();
     const auto free = x->ops_->free;
 #if !LAZYMM_GENMC
-    if (drop_timer_.x == x) record_drop(monotonic_ns() - drop_timer_.t0);
+    if (drop_timer_.x == x && !drop_timer_.recorded) {
+      record_drop(monotonic_ns() - drop_timer_.t0);
+      drop_timer_.recorded = true;
+    }
 #endif
     // release: pairs with the acquire in check_destroyable(); all the above happens before a
     // domain destructor that sees the count.
@@ -351,21 +355,28 @@ class domain_base {
   // ---- drop latency -----------------------------------------------------------------------
 #if LAZYMM_GENMC
   struct timed_drop {
-    timed_drop(const context*) noexcept {}
+    timed_drop(const context*, std::int64_t = -1, domain_base* = nullptr) noexcept {}
   };
 #else
   inline static thread_local drop_timer drop_timer_;
   // Starts timing x's final drop unless it is already timed (the last owning drop leads to the
-  // last structural one on the same thread).
+  // last structural one on the same thread). The free records the sample; with `unfreed` (implicit:
+  // the last owning drop, whose round and teardown the sample must include), a drop that ends
+  // without the free (a structural reference outlives the owners) records it here, and the later
+  // free records none (structural_zero does not time under implicit).
   struct timed_drop {
     drop_timer outer;
     bool mine;
-    explicit timed_drop(const context* x, std::int64_t t0 = -1) noexcept
-        : outer(drop_timer_), mine(drop_timer_.x != x) {
-      if (mine) drop_timer_ = {x, t0 >= 0 ? t0 : monotonic_ns()};
+    domain_base* unfreed;
+    explicit timed_drop(const context* x, std::int64_t t0 = -1, domain_base* record_unfreed = nullptr) noexcept
+        : outer(drop_timer_), mine(drop_timer_.x != x), unfreed(record_unfreed) {
+      if (mine) drop_timer_ = {x, t0 >= 0 ? t0 : monotonic_ns(), false};
     }
     ~timed_drop() {
-      if (mine) drop_timer_ = outer;
+      if (!mine) return;
+      // Not recorded: x is not freed, so its domain is alive.
+      if (unfreed && !drop_timer_.recorded) unfreed->record_drop(monotonic_ns() - drop_timer_.t0);
+      drop_timer_ = outer;
     }
     timed_drop(const timed_drop&) = delete;
     timed_drop& operator=(const timed_drop&) = delete;
@@ -401,6 +412,29 @@ class domain_base {
   domain_base* next_live_ = nullptr;
   domain_base* prev_live_ = nullptr;
   managed_entry* managed_ = nullptr;  // this domain's library-managed executors
+  const void* const copy_ = process::copy_id();  // the copy of lazymm that created this domain
+  // Aborts if the calling code binds another copy of lazymm's process-wide state than the one
+  // that created this domain (process::copy_id).
+  void check_same_copy(const char* what) const noexcept {
+    LAZYMM_CHECK(copy_ == process::copy_id(),
+                 "%s: this code uses another copy of lazymm's per-thread and process-wide state than the one that "
+                 "created the domain (a library that uses lazymm was dlopen()ed by an executable linked without "
+                 "-rdynamic): link the executable with -rdynamic (CMake: ENABLE_EXPORTS) so that one copy serves "
+                 "the whole process",
+                 what);
+  }
+  // Managed executors being detached at their thread's exit, outside the process lock.
+  std::atomic<unsigned> exiting_{0};
+  // ~executor of a managed executor of this domain (its type is the domain's executor_type).
+  virtual void destroy_managed(managed_entry* e) noexcept = 0;
+  // ~domain: waits until no thread-exit detach of this domain is in progress. Not from a hook that
+  // such a detach runs (it would wait for itself).
+  void wait_for_exiting_threads() const noexcept {
+    LAZYMM_CHECK(process::exiting_domain != this,
+                 "domain destroyed from a hook run by the thread-exit detach of its own managed executor");
+    // acquire: pairs with the release decrement in ~thread_exit_list.
+    while (exiting_.load(std::memory_order_acquire) != 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
   virtual bool at_fork_prepare() noexcept = 0;  // false: busy, retry (process::atfork_prepare)
   virtual void at_fork_parent() noexcept = 0;
   virtual void at_fork_child() noexcept = 0;
@@ -433,6 +467,9 @@ class domain_base {
 
   friend void detail::release_owning(context*) noexcept;
   friend void detail::release_structural(context*) noexcept;
+#if !LAZYMM_GENMC
+  friend struct final_drops;
+#endif
   template <class>
   friend class lazymm::executor;
 
@@ -498,26 +535,116 @@ inline void process::atfork_parent() noexcept {
   unlock();
 }
 inline void process::atfork_child() noexcept {
+  ++forks;
   for (auto* d = domains; d; d = d->next_live_) d->at_fork_child();
   unlock();
 }
 
-// Thread exit: detach every managed executor of the thread whose domain is alive (on this
-// thread, so its hooks run here, under the process lock: ~domain cannot run meanwhile); free the
-// ones whose domain already detached them.
+// Thread exit: detach every managed executor of the thread whose domain is alive, on this thread
+// (its hooks run here); free the ones whose domain already detached them. Each entry is taken off
+// its domain's list under the process lock, and the domain counts the detach in progress
+// (exiting_); the detach itself runs with no lock of lazymm held, since its hooks may drop
+// contexts that wait for a reclaim whose own hooks take the process lock (thread_executor() of
+// another domain, ~domain). ~domain waits for the count to reach zero before it checks anything.
+// Entries added by hooks meanwhile (thread_executor() of another domain) are detached too.
 inline process::thread_exit_list::~thread_exit_list() {
-  guard g;
-  while (managed_entry* e = head) {
-    head = e->next_on_thread;
-    if (e->dom) {
-      e->dom->remove_managed(e);
-      e->destroy(e);
+  for (;;) {
+    managed_entry* e = nullptr;
+    domain_base* d = nullptr;
+    {
+      guard g;
+      e = head;
+      if (!e) break;
+      head = e->next_on_thread;
+      d = e->dom;
+      if (d) {
+        d->remove_managed(e);
+        // Relaxed: under the process lock, which ~domain takes before it waits (acquire below).
+        d->exiting_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (d) {
+      exiting_domain = d;
+      d->destroy_managed(e);  // ~executor: switch to default (hooks), leave the registry
+      exiting_domain = nullptr;
+      managed_entry::free(e);
+      // release: pairs with the acquire in ~domain's wait: our detach happens before it goes on.
+      // The last access to d: the domain may be destroyed the moment the count is seen.
+      d->exiting_.fetch_sub(1, std::memory_order_release);
     } else {
       executor_link::unlink(e->link);
-      e->discard(e);
+      managed_entry::free(e);
     }
   }
+  exit_detached = true;
 }
+#endif
+
+#if !LAZYMM_GENMC
+// Final drops nested in the hooks of final drops on this thread (a teardown that drops the last
+// reference to the next context, whose teardown drops the next, ...). Up to max_depth of them
+// run nested, as written; a deeper one is handed to the frame at max_depth, which runs it after
+// its own drop returns (and the drops that one makes, the same way), so a chain of any length
+// runs in bounded stack (without it, 80,000-90,000 links overflowed 8 MiB at -O2). The list is
+// threaded through context::retire_next_ (free: a context whose owning or structural count just
+// reached zero is in no retire queue yet), tagged with the kind of drop in the low bit. Atomic,
+// with signal fences around the depth, for a final drop in a signal handler on this thread (it
+// runs to completion before the interrupted code goes on; only the exchange must be one step).
+// Default visibility: one per thread for the whole process.
+struct __attribute__((visibility("default"))) final_drops {
+  static constexpr unsigned max_depth = 64;
+  inline static thread_local unsigned depth = 0;
+  inline static thread_local std::atomic<std::uintptr_t> deferred{0};
+
+  static void run(context* c, bool owning) noexcept {
+    if (owning)
+      c->domain_->owning_zero(c);
+    else
+      c->domain_->structural_zero(c);
+  }
+  // Relaxed, all: only this thread (and its signal handlers) touches the list.
+  static void defer(context* c, bool owning) noexcept {
+    const std::uintptr_t tagged = reinterpret_cast<std::uintptr_t>(c) | (owning ? 1u : 0u);
+    std::uintptr_t old = deferred.load(std::memory_order_relaxed);
+    do retire_link::next(c) = reinterpret_cast<context*>(old);
+    while (!deferred.compare_exchange_weak(old, tagged, std::memory_order_relaxed, std::memory_order_relaxed));
+  }
+  static void drain() noexcept {
+    while (std::uintptr_t p = deferred.exchange(0, std::memory_order_relaxed)) {
+      while (p) {
+        context* c = reinterpret_cast<context*>(p & ~std::uintptr_t{1});
+        const bool owning = p & 1u;
+        p = reinterpret_cast<std::uintptr_t>(retire_link::next(c));
+        retire_link::next(c) = nullptr;
+        run(c, owning);
+      }
+    }
+  }
+  static void drop(context* c, bool owning) noexcept {
+    if (depth >= max_depth) {
+      defer(c, owning);
+      return;
+    }
+    ++depth;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    run(c, owning);
+    if (depth == max_depth) {
+      for (;;) {
+        drain();  // at this depth: their own deeper drops are deferred again, and drained here
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        --depth;
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        // A signal handler's drop deferred after the last exchange and before the decrement.
+        if (!deferred.load(std::memory_order_relaxed)) break;
+        ++depth;
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+      }
+    } else {
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      --depth;
+    }
+  }
+};
 #endif
 
 inline void release_owning(context* c) noexcept {
@@ -528,7 +655,11 @@ inline void release_owning(context* c) noexcept {
   // makes every owner's writes visible to the teardown hook.
   const auto old = c->users_.fetch_sub(1, std::memory_order_acq_rel);
   LAZYMM_CHECK(old > 0, "owning count of context %p went below zero: double teardown", static_cast<void*>(c));
+#if LAZYMM_GENMC
   if (old == 1) c->domain_->owning_zero(c);
+#else
+  if (old == 1) final_drops::drop(c, true);
+#endif
 }
 
 inline void release_structural(context* c) noexcept {
@@ -538,7 +669,11 @@ inline void release_structural(context* c) noexcept {
   // acq_rel: as above, for the free.
   const auto old = c->count_.fetch_sub(1, std::memory_order_acq_rel);
   LAZYMM_CHECK(old > 0, "structural count of context %p went below zero: double free", static_cast<void*>(c));
+#if LAZYMM_GENMC
   if (old == 1) c->domain_->structural_zero(c);
+#else
+  if (old == 1) final_drops::drop(c, false);
+#endif
 }
 
 }  // namespace detail

@@ -101,9 +101,13 @@ class registry {
         break;
     }
     if (!r) {
-      // Relaxed: ids need only be distinct; the record is private until the CAS below.
-      const std::uint32_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-      r = record_of_new_id(id);
+      // The block of the id about to be drawn exists before the id is drawn: a std::bad_alloc
+      // from its allocation leaves no id drawn and without a record (it would be lost). Relaxed:
+      // ids need only be distinct; the record is private until the CAS below, and the block's
+      // install orders its records (acq_rel in record_of_new_id, acquire in at()).
+      std::uint32_t id = next_id_.load(std::memory_order_relaxed);
+      do r = record_of_new_id(id);
+      while (!next_id_.compare_exchange_weak(id, id + 1, std::memory_order_relaxed, std::memory_order_relaxed));
       r->slot.store(dflt, std::memory_order_relaxed);
       r->next = head_.load(std::memory_order_relaxed);
       // release: publishes the record's fields to walkers (acquire in head()).
@@ -533,12 +537,21 @@ std::uint32_t trim_holders(const registry& reg, holder_set& h, const context* x,
       // acquire: pairs with the release set in (15): the member's record block is visible.
       for (std::uint64_t bits = w.load(std::memory_order_acquire); bits; bits &= bits - 1)
         if (!may_hold(*reg.at(holder_set::id_of(base + i, bits)))) gone |= bits & (~bits + 1);  // the lowest bit
-      // (17) seq_cst RMW: the clear that (15)'s load either sees or misses (then see (19)).
-      if (gone) w.fetch_and(~gone, std::memory_order_seq_cst);
+      LAZYMM_TEST_POINT(trim_before_clear, ~0u);
+      // (17) seq_cst RMW: the clear that (15)'s load either sees or misses (then see (19)). Only
+      // the bits this RMW found set are ours: a concurrent trim that cleared one first counts it.
+      if (gone) gone &= w.fetch_and(~gone, std::memory_order_seq_cst);
+      // A member that started a switch (or switched to x) since the choice goes back now, without
+      // the barrier: putting a bit back is always safe. Acquire loads, as in may_hold.
+      std::uint64_t back = 0;
+      for (std::uint64_t bits = gone; bits; bits &= bits - 1)
+        if (may_hold(*reg.at(holder_set::id_of(base + i, bits)))) back |= bits & (~bits + 1);
+      if (back) w.fetch_or(back, std::memory_order_relaxed);  // relaxed: as (15)'s set
+      gone &= ~back;
       cleared[i] = gone;
       any = any || gone;
     }
-    if (!any) continue;
+    if (!any) continue;  // nothing left cleared: no barrier
     // (18) heavy barrier. Matches A in every switch: an owner whose (15) load missed our clear has
     // its odd seq (1) visible to (19), or its whole switch (4)-(5) is.
 #if !defined(LAZYMM_MUTANT_NO_TRIM_BARRIER)

@@ -274,10 +274,6 @@ class domain final : public detail::domain_base {
       std::size_t n = 0;
       for (; list && n < detail::batch_chunk; list = detail::retire_link::next(list)) chunk[n++] = list;
       detail::sort_contexts(chunk, n);
-#if defined(LAZYMM_MUTANT_BATCH_FREE_BEFORE_ROUND)
-      for (std::size_t i = 0; i < n; ++i) after_round(chunk[i]);
-      shootdown<Backend>(detail::context_set{chunk, n});
-#else
       shootdown<Backend>(detail::context_set{chunk, n});
       for (std::size_t i = 0; i < n; ++i) {
 #if !LAZYMM_GENMC
@@ -287,7 +283,6 @@ class domain final : public detail::domain_base {
 #endif
         after_round(chunk[i]);
       }
-#endif
       batch_.q.reclaimed(n);
       batch_.taken -= n;
       batch_.reclaimed.fetch_add(n, std::memory_order_relaxed);  // statistics
@@ -348,14 +343,12 @@ class domain final : public detail::domain_base {
 
   void shootdown_then_teardown(context* x) noexcept {
     if constexpr (Policy::round == round_at::owning_zero) {
-#if !defined(LAZYMM_MUTANT_IMPLICIT_NO_ROUND)
       if constexpr (Policy::batches) {
         retire(x);
         return;
       } else {
         shootdown<Backend>(detail::one_context{x, &x->holders_});
       }
-#endif
     }
     // A thread-bound x under implicit (after its round) or refcount (no round: holders undo at
     // their next switch away): the teardown waits for every load's undo.

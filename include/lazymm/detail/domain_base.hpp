@@ -261,9 +261,6 @@ class domain_base {
   // gives back the last bind completes (complete_bound), on its thread; x counts as pending
   // until then. The pending count moves first, so that completion never sees it at zero.
   bool owners_unbind(context* x) noexcept {
-#if defined(LAZYMM_MUTANT_BOUND_TEARDOWN_EARLY)
-    return true;
-#endif
     pending_bound_.fetch_add(1, std::memory_order_relaxed);  // read by the decrement (coherence)
     // acq_rel: release orders our round's steals and hooks before the completion on another
     // thread; acquire (when we are last) orders every holder's undo before what we do next.

@@ -51,9 +51,6 @@ struct context_set {
     const std::uintptr_t k = key(c);
     while (lo < hi) {
       const std::size_t mid = lo + (hi - lo) / 2;
-#if defined(LAZYMM_MUTANT_BATCH_MISSES_ONE)
-      if (mid == n - 1) return false;
-#endif
       if (key(v[mid]) < k)
         lo = mid + 1;
       else if (key(v[mid]) > k)

@@ -1,4 +1,26 @@
 // lazymm/domain.hpp: a set of executors, their contexts, a policy and a backend.
+//
+// The final drop, from a reference to the free (every step is named in the file it is in):
+//
+//   owning_ref::reset()                          context.hpp   owning_kind::release
+//     -> detail::release_owning(x)               final_drop.hpp  users_ 1 -> 0 (acq_rel) ...
+//       -> final_drops::run: x->domain_->owning_zero(x)   the one virtual hop: a context knows its
+//          domain only as a domain_base; 64 nested at most per thread, deeper ones queued
+//     -> domain::owning_zero (here)              checks (not in a switch hook, not in a nudge)
+//       -> shootdown_then_teardown
+//            implicit:  round (detail::shootdown, protocol.hpp), [thread-bound: owners_unbind;
+//                       the last undo completes instead, complete_bound], run_teardown,
+//                       then release_structural(x) (the owners' share)
+//            batched:   retire(x) (queue); later reclaim_locked: one round per chunk, then
+//                       after_round(x) per context
+//            explicit, refcount: run_teardown, release_structural (no round here)
+//   structural_ref::reset() / that release_structural(x)
+//     -> detail::release_structural(x)           final_drop.hpp  count_ 1 -> 0 (acq_rel)
+//       -> x->domain_->structural_zero(x) -> domain::structural_zero (here)
+//            explicit:  round, [thread-bound: owners_unbind], run_free
+//            batched explicit: retire(x), later after_round -> run_free
+//            implicit, refcount: run_free (the round, if any, ran at the owning drop)
+//   run_free (domain_base.hpp): checked-mode verification, the freed count, then T::on_free / delete.
 #pragma once
 
 #include <lazymm/backend.hpp>

@@ -1,15 +1,20 @@
 // lazymm/detail/domain_base.hpp: the policy-independent half of a domain around the protocol
-// (detail/protocol.hpp): default context, mechanism, the round's hooks and statistics,
-// checked-mode verification.
+// (detail/protocol.hpp): default context, mechanism, the round's hooks, the deferred teardown of
+// thread-bound contexts, checked-mode verification and the counters behind stats() and
+// drop_latency(). Split out: the executor list (detail/executor_link.hpp), the statistics types
+// (lazymm/stats.hpp), the process-wide list of domains (detail/process_domains.hpp) and the
+// final drop's entry (detail/final_drop.hpp).
 #pragma once
 
 #include <lazymm/backend.hpp>
 #include <lazymm/context.hpp>
 #include <lazymm/detail/diag.hpp>
+#include <lazymm/detail/executor_link.hpp>
 #include <lazymm/detail/process.hpp>
 #include <lazymm/detail/protocol.hpp>
 #include <lazymm/detail/retire_queue.hpp>
 #include <lazymm/detail/seams.hpp>
+#include <lazymm/stats.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -17,93 +22,7 @@
 
 namespace lazymm {
 
-// Final-drop latency of one domain (domain::drop_latency()): one sample per free, from the final
-// drop that led to it (the last owning drop under implicit_shootdown, the last structural drop
-// otherwise; for batched policies, the start of the reclaim that frees it) to the moment the free
-// starts. Relaxed snapshot.
-struct drop_latency {
-  std::uint64_t count = 0;   // samples
-  std::uint64_t max_ns = 0;  // the longest
-  std::uint64_t log2_ns[32] = {};  // bucket i: [2^i, 2^(i+1)) ns (0 ns in bucket 0, >= 2^31 ns in bucket 31)
-  // An upper bound (within a factor of 2, capped at max_ns) of the p-quantile, 0 <= p <= 1;
-  // 0 without samples.
-  std::uint64_t percentile_ns(double p) const noexcept {
-    if (count == 0) return 0;
-    if (p < 0) p = 0;
-    if (p > 1) p = 1;
-    std::uint64_t target = static_cast<std::uint64_t>(p * static_cast<double>(count));
-    if (static_cast<double>(target) < p * static_cast<double>(count)) ++target;  // ceil
-    if (target == 0) target = 1;
-    std::uint64_t seen = 0;
-    for (unsigned i = 0; i < 32; ++i) {
-      seen += log2_ns[i];
-      if (seen >= target) {
-        const std::uint64_t upper = i == 31 ? max_ns : (std::uint64_t{2} << i) - 1;
-        return upper < max_ns ? upper : max_ns;
-      }
-    }
-    return max_ns;
-  }
-};
-
-// Counters of one domain, for diagnostics, torture runs and benchmarks (relaxed snapshots).
-struct domain_stats {
-  std::uint64_t contexts_created = 0;
-  std::uint64_t contexts_freed = 0;
-  std::uint64_t rounds = 0;          // shootdown rounds (one per final drop under shootdown)
-  std::uint64_t heavy_barriers = 0;  // barriers issued by rounds (one per chunk that stole from another thread)
-  std::uint64_t steals = 0;          // slots taken away (= evict hook calls)
-  std::uint64_t waits = 0;           // executors found inside a switch and waited for
-  // Batched policies only (zero otherwise):
-  std::uint64_t reclaimed = 0;       // contexts taken off the retire queue by reclaims
-  std::uint64_t backlog = 0;         // contexts queued now
-  std::uint64_t peak_backlog = 0;    // the most ever queued at once
-};
-
 namespace detail {
-
-// What other code needs of an executor: found through the per-thread list, to catch double
-// attach, to refuse final drops inside switch hooks, and to let a round skip the barrier for the
-// calling thread's own executors. Default visibility: one list per thread for the whole process,
-// even when shared objects are built with -fvisibility=hidden (tests/dso/).
-struct __attribute__((visibility("default"))) executor_link {
-  domain_base* dom = nullptr;
-  executor_record* rec = nullptr;
-  bool in_hooks = false;  // owner-only: inside on_activate / on_deactivate / on_stolen
-  // Inside the protocol part of a real switch (switch_slot, (1) to (5)): the record's seq is
-  // odd. Asked on the owner's thread only (a hook, or a signal handler that interrupted the
-  // switch). Relaxed: the thread's own store.
-  bool in_switch() const noexcept { return rec->seq.load(std::memory_order_relaxed) & 1u; }
-  // executor::poll_stolen() of this executor: a domain waiting for thread-bound undos runs it for
-  // the calling thread's own executors (their holder is this very thread).
-  bool (*poll)(executor_link*) noexcept = nullptr;
-  // A library-managed executor whose domain was destroyed while its thread lived: it stays on
-  // the thread's list (only the thread may unlink it) until the thread exits, and every walk
-  // skips it. Written once, by ~domain, under the process lock. Relaxed: a walk that could
-  // meet a later domain or record at the same address happens after that ~domain (whatever
-  // handed the new domain to this thread, and the allocator's ordering of a free before the
-  // reuse of the memory), so coherence makes it read true; a walk concurrent with ~domain is a
-  // use of the domain during its destruction (precondition).
-  std::atomic<bool> orphaned{false};
-  executor_link* next_on_thread = nullptr;
-  inline static thread_local executor_link* this_thread = nullptr;
-
-  bool live() const noexcept { return !orphaned.load(std::memory_order_relaxed); }
-  // Unlinks l from the calling thread's list (it must be there).
-  static void unlink(executor_link* l) noexcept {
-    for (executor_link** p = &this_thread; *p; p = &(*p)->next_on_thread)
-      if (*p == l) {
-        *p = l->next_on_thread;
-        return;
-      }
-  }
-  // The calling thread's executor of domain d, or null.
-  static executor_link* find(const domain_base* d) noexcept {
-    for (auto* l = this_thread; l; l = l->next_on_thread)
-      if (l->dom == d && l->live()) return l;
-    return nullptr;
-  }
-};
 
 struct default_context_type final : context {};
 
@@ -487,191 +406,9 @@ class domain_base {
   inline static thread_local int nudging_ = 0;  // this thread is inside a nudge (check_not_nudging)
 };
 
-#if !LAZYMM_GENMC
-// ---- process (detail/process.hpp) ----------------------------------------------------------
-
-inline void process::add_domain(domain_base* d) noexcept {
-  guard g;
-#if defined(__unix__) || defined(__APPLE__)
-  if (!atfork_registered) {
-    atfork_registered = true;
-    ::pthread_atfork(&atfork_prepare, &atfork_parent, &atfork_child);
-  }
-#endif
-  d->next_live_ = domains;
-  if (domains) domains->prev_live_ = d;
-  domains = d;
-}
-
-inline void process::remove_domain(domain_base* d) noexcept {
-  guard g;
-  (d->prev_live_ ? d->prev_live_->next_live_ : domains) = d->next_live_;
-  if (d->next_live_) d->next_live_->prev_live_ = d->prev_live_;
-  d->next_live_ = d->prev_live_ = nullptr;
-}
-
-// fork(): the prepare handler takes the process lock (no managed attach, thread-exit detach or
-// ~domain is half done in the child) and lets each domain take what it needs (a batched domain's
-// reclaim lock); the child handler releases every record of a thread that does not exist there.
-// The domains' locks are only tried under the process lock, and all are let go to retry when one
-// is busy: a hook run by a reclaim (which holds that domain's reclaim lock) may itself take the
-// process lock (thread_executor(), ~domain), so waiting here while holding it could deadlock.
-inline void process::atfork_prepare() noexcept {
-  for (;;) {
-    lock();
-    domain_base* busy = domains;
-    while (busy && busy->at_fork_prepare()) busy = busy->next_live_;
-    if (!busy) return;
-    for (auto* d = domains; d != busy; d = d->next_live_) d->at_fork_parent();
-    unlock();
-    std::this_thread::sleep_for(std::chrono::microseconds(50));  // a reclaim takes microseconds
-  }
-}
-inline void process::atfork_parent() noexcept {
-  for (auto* d = domains; d; d = d->next_live_) d->at_fork_parent();
-  unlock();
-}
-inline void process::atfork_child() noexcept {
-  ++forks;
-  for (auto* d = domains; d; d = d->next_live_) d->at_fork_child();
-  unlock();
-}
-
-// Thread exit: detach every managed executor of the thread whose domain is alive, on this thread
-// (its hooks run here); free the ones whose domain already detached them. Each entry is taken off
-// its domain's list under the process lock, and the domain counts the detach in progress
-// (exiting_); the detach itself runs with no lock of lazymm held, since its hooks may drop
-// contexts that wait for a reclaim whose own hooks take the process lock (thread_executor() of
-// another domain, ~domain). ~domain waits for the count to reach zero before it checks anything.
-// Entries added by hooks meanwhile (thread_executor() of another domain) are detached too.
-inline process::thread_exit_list::~thread_exit_list() {
-  for (;;) {
-    managed_entry* e = nullptr;
-    domain_base* d = nullptr;
-    {
-      guard g;
-      e = head;
-      if (!e) break;
-      head = e->next_on_thread;
-      d = e->dom;
-      if (d) {
-        d->remove_managed(e);
-        // Relaxed: under the process lock, which ~domain takes before it waits (acquire below).
-        d->exiting_.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
-    if (d) {
-      exiting_domain = d;
-      d->destroy_managed(e);  // ~executor: switch to default (hooks), leave the registry
-      exiting_domain = nullptr;
-      managed_entry::free(e);
-      // release: pairs with the acquire in ~domain's wait: our detach happens before it goes on.
-      // The last access to d: the domain may be destroyed the moment the count is seen.
-      d->exiting_.fetch_sub(1, std::memory_order_release);
-    } else {
-      executor_link::unlink(e->link);
-      managed_entry::free(e);
-    }
-  }
-  exit_detached = true;
-}
-#endif
-
-#if !LAZYMM_GENMC
-// Final drops nested in the hooks of final drops on this thread (a teardown that drops the last
-// reference to the next context, whose teardown drops the next, ...). Up to max_depth of them
-// run nested, as written; a deeper one is handed to the frame at max_depth, which runs it after
-// its own drop returns (and the drops that one makes, the same way), so a chain of any length
-// runs in bounded stack (without it, 80,000-90,000 links overflowed 8 MiB at -O2). The list is
-// threaded through context::retire_next_ (free: a context whose owning or structural count just
-// reached zero is in no retire queue yet), tagged with the kind of drop in the low bit. Atomic,
-// with signal fences around the depth, for a final drop in a signal handler on this thread (it
-// runs to completion before the interrupted code goes on; only the exchange must be one step).
-// Default visibility: one per thread for the whole process.
-struct __attribute__((visibility("default"))) final_drops {
-  static constexpr unsigned max_depth = 64;
-  inline static thread_local unsigned depth = 0;
-  inline static thread_local std::atomic<std::uintptr_t> deferred{0};
-
-  static void run(context* c, bool owning) noexcept {
-    if (owning)
-      c->domain_->owning_zero(c);
-    else
-      c->domain_->structural_zero(c);
-  }
-  // Relaxed, all: only this thread (and its signal handlers) touches the list.
-  static void defer(context* c, bool owning) noexcept {
-    const std::uintptr_t tagged = reinterpret_cast<std::uintptr_t>(c) | (owning ? 1u : 0u);
-    std::uintptr_t old = deferred.load(std::memory_order_relaxed);
-    do retire_link::next(c) = reinterpret_cast<context*>(old);
-    while (!deferred.compare_exchange_weak(old, tagged, std::memory_order_relaxed, std::memory_order_relaxed));
-  }
-  static void drain() noexcept {
-    while (std::uintptr_t p = deferred.exchange(0, std::memory_order_relaxed)) {
-      while (p) {
-        context* c = reinterpret_cast<context*>(p & ~std::uintptr_t{1});
-        const bool owning = p & 1u;
-        p = reinterpret_cast<std::uintptr_t>(retire_link::next(c));
-        retire_link::next(c) = nullptr;
-        run(c, owning);
-      }
-    }
-  }
-  static void drop(context* c, bool owning) noexcept {
-    if (depth >= max_depth) {
-      defer(c, owning);
-      return;
-    }
-    ++depth;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    run(c, owning);
-    if (depth == max_depth) {
-      for (;;) {
-        drain();  // at this depth: their own deeper drops are deferred again, and drained here
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        --depth;
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        // A signal handler's drop deferred after the last exchange and before the decrement.
-        if (!deferred.load(std::memory_order_relaxed)) break;
-        ++depth;
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-      }
-    } else {
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-      --depth;
-    }
-  }
-};
-#endif
-
-inline void release_owning(context* c) noexcept {
-  // Checked mode only; relaxed: our own reference orders it after the make.
-  LAZYMM_DCHECK(c->state_.load(std::memory_order_relaxed) == state_live,
-                "owning reference dropped on context %p after its teardown: double teardown", static_cast<void*>(c));
-  // acq_rel: release publishes this owner's writes to the contents; acquire, on the last drop,
-  // makes every owner's writes visible to the teardown hook.
-  const auto old = c->users_.fetch_sub(1, std::memory_order_acq_rel);
-  LAZYMM_CHECK(old > 0, "owning count of context %p went below zero: double teardown", static_cast<void*>(c));
-#if LAZYMM_GENMC
-  if (old == 1) c->domain_->owning_zero(c);
-#else
-  if (old == 1) final_drops::drop(c, true);
-#endif
-}
-
-inline void release_structural(context* c) noexcept {
-  // Checked mode only; relaxed: as above.
-  LAZYMM_DCHECK(c->state_.load(std::memory_order_relaxed) != state_freed,
-                "structural reference dropped on freed context %p: double free", static_cast<void*>(c));
-  // acq_rel: as above, for the free.
-  const auto old = c->count_.fetch_sub(1, std::memory_order_acq_rel);
-  LAZYMM_CHECK(old > 0, "structural count of context %p went below zero: double free", static_cast<void*>(c));
-#if LAZYMM_GENMC
-  if (old == 1) c->domain_->structural_zero(c);
-#else
-  if (old == 1) final_drops::drop(c, false);
-#endif
-}
-
 }  // namespace detail
 }  // namespace lazymm
+
+// What needs a complete domain_base: the process-wide list of domains, and the final drop's entry.
+#include <lazymm/detail/process_domains.hpp>
+#include <lazymm/detail/final_drop.hpp>

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mutation self-check: builds the library with one deliberate protocol defect at a time (the
-# LAZYMM_MUTANT_* macros in include/lazymm/) and shows which tests kill each mutant.
+# patches in tests/mutants/, each applied to a copy of the tree; the shipping headers carry no
+# mutant) and shows which tests kill each mutant.
 #
 # Usage: tests/mutants.sh [--all-flavours] [--release-only] [--model-only] [--keep] [MUTANT...]
 #   MUTANT     e.g. NO_WAIT (default: every mutant). "none" builds the unmutated control.
@@ -21,10 +22,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all_mutants=(NO_HEAVY_BARRIER NO_WAIT NO_STEAL STEAL_AFTER_BARRIER DETACH_EARLY RELAXED_SLOT_STORE
-             RELAXED_SEQ_STORE IMPLICIT_NO_ROUND NO_LIGHT_FENCE RELAXED_ODD_STORE RELAXED_GENERATION
-             BATCH_MISSES_ONE BATCH_FREE_BEFORE_ROUND HOLDER_TEST_BEFORE_FENCE HOLDER_SET_AFTER_SLOT TRIM_SWITCHING
-             TRIM_HOLDING NO_TRIM_BARRIER)
+all_mutants=($(cd tests/mutants && ls *.patch | sed 's/\.patch$//'))
 # Defects in memory ordering: on x86 only TSan, weak hardware or the model checker sees them.
 memory_order_mutants=" NO_HEAVY_BARRIER STEAL_AFTER_BARRIER RELAXED_SLOT_STORE RELAXED_SEQ_STORE NO_LIGHT_FENCE RELAXED_ODD_STORE RELAXED_GENERATION HOLDER_TEST_BEFORE_FENCE NO_TRIM_BARRIER "
 
@@ -95,14 +93,13 @@ for m in "${mutants[@]}"; do
   [ $model_only = 0 ] || flavours=(model)
   for f in "${flavours[@]}"; do
     if [ "$f" = model ]; then
-      define=""; [ "$m" = none ] || define="-DLAZYMM_MUTANT_$m"
       echo "=== mutant $m (model)" >&2
       if [ "$m" = none ]; then
         tests/model/run.sh --models rc11 >"build/mutant-model-none.log" 2>&1
         verdict=$([ $? = 0 ] && echo "control: passes" || echo "CONTROL FAILS")
         printf '%s\t%s\t%s\t%s\t%s\n' "$m" model "$verdict" "every harness, RC11" "$(tail -n 1 build/mutant-model-none.log)" >>"$results"
       else
-        line=$(tests/model/run.sh --models rc11 --until-killed -- "$define" 2>&1 | tail -n 1)
+        line=$(tests/model/run.sh --models rc11 --until-killed --mutant "$m" 2>&1 | tail -n 1)
         case $line in
           "killed by: "*) rest=${line#killed by: }
                           printf '%s\t%s\t%s\t%s\t%s\n' "$m" model "killed" "${rest%%: *}" "${rest#*: }" >>"$results" ;;
@@ -111,11 +108,15 @@ for m in "${mutants[@]}"; do
       fi
       continue
     fi
-    dir=build/mutant-$f-$m
-    define=""; [ "$m" = none ] || define="-DLAZYMM_MUTANT_$m"
+    dir=$root/build/mutant-$f-$m
+    src=$root/build/mutant-src-$m  # the tree with the mutant's patch applied to include/
     echo "=== mutant $m ($f): $dir" >&2
-    if ! cmake --preset "$(preset_of $f)" -B "$dir" -DLAZYMM_BUILD_EXAMPLES=OFF \
-           "-DCMAKE_CXX_FLAGS=$(flags_of $f) $define" >"$dir.configure.log" 2>&1 ||
+    rm -rf "$src" && mkdir -p "$src"
+    tar -c --exclude=./build --exclude=./.git . | tar -x -C "$src"
+    [ "$m" = none ] || tests/mutants/apply.sh "$m" "$src" || {
+      printf '%s\t%s\tPATCH FAILED\t-\t-\n' "$m" "$f" >>"$results"; continue; }
+    if ! (cd "$src" && cmake --preset "$(preset_of $f)" -B "$dir" -DLAZYMM_BUILD_EXAMPLES=OFF \
+           "-DCMAKE_CXX_FLAGS=$(flags_of $f)") >"$dir.configure.log" 2>&1 ||
        ! cmake --build "$dir" -j2 --target lazymm_unit lazymm_torture lazymm_unchecked lazymm_dso >"$dir.build.log" 2>&1; then
       printf '%s\t%s\tBUILD FAILED\t-\tsee %s.build.log\n' "$m" "$f" "$dir" >>"$results"
       continue
@@ -128,7 +129,7 @@ for m in "${mutants[@]}"; do
       verdict=$([ "$nfail" = 0 ] && echo "SURVIVES" || echo "killed ($nfail tests)")
     fi
     printf '%s\t%s\t%s\t%s\t%s\n' "$m" "$f" "$verdict" "${tests:--}" "${how:--}" >>"$results"
-    [ $keep = 1 ] || rm -rf "$dir"
+    [ $keep = 1 ] || rm -rf "$dir" "$src"
   done
 done
 

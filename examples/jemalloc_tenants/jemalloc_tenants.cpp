@@ -426,14 +426,24 @@ struct plain_tenant : arenas::runtime_object {
 };
 
 // (d) rebind + tcache flush on entry and exit of every task: no lazy hold, isolation-safe.
-struct flush_mode {
+// What a baseline mode does at the runtime's other points: nothing but note the worker.
+struct baseline_hooks {
+  void stop() {}
+  void context_free() { this_worker(); }
+  void idle() {}
+  void start(asio::thread_pool&, bool) {}
+  void tick() {}
+  void drain() {}
+  bool finish_checks(const char*) { return true; }
+};
+
+struct flush_mode : baseline_hooks {
   struct tenant : plain_tenant {
     using plain_tenant::plain_tenant;
     ~tenant() { destroy_arena(a); }  // nobody is bound, no tcache holds its objects
   };
   using handle = std::shared_ptr<tenant>;
   static constexpr const char* name = "flush";
-  void stop() {}
   handle make(unsigned id) { return std::allocate_shared<tenant>(runtime_allocator<tenant>(), id); }
   static arenas::arena& arena(const handle& h) { return h->a; }
   template <class F>
@@ -443,17 +453,11 @@ struct flush_mode {
     f();
     arenas::unbind();
   }
-  void context_free() { this_worker(); }
-  void idle() {}
-  void start(asio::thread_pool&, bool) {}
-  void tick() {}
-  void drain() {}
-  bool finish_checks(const char*) { return true; }
 };
 
 // (c) a shared_ptr lazy hold: each worker keeps the last tenant (so its arena stays bound) until a
 // task of another tenant; the last holder to let go destroys the arena.
-struct shared_ptr_mode {
+struct shared_ptr_mode : baseline_hooks {
   struct tenant : plain_tenant {
     using plain_tenant::plain_tenant;
     ~tenant() { destroy_arena(a); }  // every holder flushed and rebound before letting go
@@ -475,7 +479,6 @@ struct shared_ptr_mode {
     return *h;
   }
   static constexpr const char* name = "shared_ptr";
-  void stop() {}
   handle make(unsigned id) { return std::allocate_shared<tenant>(runtime_allocator<tenant>(), id); }
   static arenas::arena& arena(const handle& h) { return h->a; }
   template <class F>
@@ -489,12 +492,6 @@ struct shared_ptr_mode {
     }
     f();
   }
-  void context_free() { this_worker(); }
-  void idle() {}
-  void start(asio::thread_pool&, bool) {}
-  void tick() {}
-  void drain() {}
-  bool finish_checks(const char*) { return true; }
 };
 
 // (b) rebinding on entry and exit of every task, no flush (the scoped-binding pattern). The

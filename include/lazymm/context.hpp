@@ -62,6 +62,7 @@ enum : std::uint32_t {
 void release_owning(context* c) noexcept;
 void release_structural(context* c) noexcept;
 struct retire_link;
+struct final_drops;
 
 }  // namespace detail
 
@@ -95,6 +96,7 @@ class context {
   friend struct structural_kind;
   friend void detail::release_owning(context*) noexcept;
   friend void detail::release_structural(context*) noexcept;
+  friend struct detail::final_drops;
 
   std::atomic<std::int64_t> users_{1};  // owning references
   std::atomic<std::int64_t> count_{1};  // structural references (+1 held by all owners together)

@@ -79,19 +79,11 @@ class executor : private detail::executor_link {
   // Detach: drop the lazy hold (switch to the default context) first, then leave the registry.
   ~executor() {
     check_owner("detach");
-#if defined(LAZYMM_MUTANT_DETACH_EARLY)
-    detail::registry::detach(rec);
-#endif
-#if defined(LAZYMM_MUTANT_BOUND_LOST_AT_DETACH)
-    general_ &= static_cast<std::uint8_t>(~detail::switch_thread_bound);
-#endif
     switch_to_default();
     lazy_ = false;
     LAZYMM_TEST_POINT(detach_before_unregister, rec->id);
     detail::executor_link::unlink(this);
-#if !defined(LAZYMM_MUTANT_DETACH_EARLY)
     detail::registry::detach(rec);
-#endif
   }
 
   // Loads the context of `r` to run a task of it. `r` must stay alive for the whole call. Until
@@ -285,9 +277,6 @@ class executor : private detail::executor_link {
     ops->deactivate(x, executor_id{rec->id, generation_});
     general_ &= static_cast<std::uint8_t>(~busy);
     rec->bound.store(nullptr, std::memory_order_relaxed);  // relaxed: a hint (executor_record::bound)
-#if defined(LAZYMM_MUTANT_BOUND_ACK_TWICE)
-    detail::domain_base::holder_unbind(x);
-#endif
     detail::domain_base::holder_unbind(x);
   }
 

@@ -8,6 +8,8 @@
 
 using dso_domain = lazymm::domain<lazymm::implicit_shootdown, lazymm::fence_backend>;
 using dso_executor = dso_domain::executor_type;
+// plugin.cpp / dlopen_main.cpp: a domain type whose thread_executor() only the plugin instantiates.
+using dso_domain2 = lazymm::domain<lazymm::refcount, lazymm::fence_backend>;
 struct dso_context : lazymm::context {};
 
 #define DSO_API extern "C" __attribute__((visibility("default")))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The model layer: every GenMC harness in tests/model/ x every policy x the memory models.
 # Usage: tests/model/run.sh [--models "rc11 imm"] [--policies "..."] [--until-killed] [-j N]
-#                           [HARNESS...] [-- extra clang flags, e.g. -DLAZYMM_MUTANT_NO_WAIT]
+#                           [--mutant NAME] [HARNESS...] [-- extra clang flags]
+#   --mutant NAME   check a copy of include/ with tests/mutants/NAME.patch applied
 #   --until-killed  for a mutant: stop at the first run in which GenMC reports an error (a race,
 #                   a use of freed memory, an assertion) and name it. Exit 0 if one did, 1 if
 #                   the mutant survived every run, 2 if a run failed otherwise (e.g. compiling).
@@ -15,11 +16,13 @@ until_killed=0
 jobs=2
 harnesses=()
 extra=()
+mutant=""
 while [ $# -gt 0 ]; do
   case $1 in
     --models) models=$2; shift 2 ;;
     --policies) policies=$2; shift 2 ;;
     --until-killed) until_killed=1; shift ;;
+    --mutant) mutant=$2; shift 2 ;;
     -j) jobs=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
@@ -42,6 +45,10 @@ for h in "${harnesses[@]}"; do
 done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+if [ -n "$mutant" ]; then
+  "$here/../mutants/apply.sh" "$mutant" "$out/src" || exit 2
+  export LAZYMM_MODEL_INCLUDE="$out/src/include"
+fi
 start=$(date +%s)
 failed=0
 i=0

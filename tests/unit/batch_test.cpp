@@ -330,7 +330,7 @@ TYPED_TEST(batch_DeathTest, a_reclaim_inside_a_switch_hook_aborts) {
         auto x = d.template make<reclaims_in_a_hook<domain>>(&d);
         ex.switch_to(x);
       },
-      "lazymm: reclaim\\(\\) inside an on_activate/on_deactivate hook of executor #0");
+      "lazymm: reclaim\\(\\) inside a switch hook \\(on_activate, on_deactivate or on_stolen\\) of executor #0");
 }
 
 TYPED_TEST(batch_DeathTest, synchronize_from_a_hook_run_by_a_reclaim_aborts) {

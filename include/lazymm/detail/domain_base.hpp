@@ -1,15 +1,20 @@
 // lazymm/detail/domain_base.hpp: the policy-independent half of a domain around the protocol
-// (detail/protocol.hpp): default context, mechanism, the round's hooks and statistics,
-// checked-mode verification.
+// (detail/protocol.hpp): default context, mechanism, the round's hooks, the deferred teardown of
+// thread-bound contexts, checked-mode verification and the counters behind stats() and
+// drop_latency(). Split out: the executor list (detail/executor_link.hpp), the statistics types
+// (lazymm/stats.hpp), the process-wide list of domains (detail/process_domains.hpp) and the
+// final drop's entry (detail/final_drop.hpp).
 #pragma once
 
 #include <lazymm/backend.hpp>
 #include <lazymm/context.hpp>
 #include <lazymm/detail/diag.hpp>
+#include <lazymm/detail/executor_link.hpp>
 #include <lazymm/detail/process.hpp>
 #include <lazymm/detail/protocol.hpp>
 #include <lazymm/detail/retire_queue.hpp>
 #include <lazymm/detail/seams.hpp>
+#include <lazymm/stats.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -17,93 +22,7 @@
 
 namespace lazymm {
 
-// Final-drop latency of one domain (domain::drop_latency()): one sample per free, from the final
-// drop that led to it (the last owning drop under implicit_shootdown, the last structural drop
-// otherwise; for batched policies, the start of the reclaim that frees it) to the moment the free
-// starts. Relaxed snapshot.
-struct drop_latency {
-  std::uint64_t count = 0;   // samples
-  std::uint64_t max_ns = 0;  // the longest
-  std::uint64_t log2_ns[32] = {};  // bucket i: [2^i, 2^(i+1)) ns (0 ns in bucket 0, >= 2^31 ns in bucket 31)
-  // An upper bound (within a factor of 2, capped at max_ns) of the p-quantile, 0 <= p <= 1;
-  // 0 without samples.
-  std::uint64_t percentile_ns(double p) const noexcept {
-    if (count == 0) return 0;
-    if (p < 0) p = 0;
-    if (p > 1) p = 1;
-    std::uint64_t target = static_cast<std::uint64_t>(p * static_cast<double>(count));
-    if (static_cast<double>(target) < p * static_cast<double>(count)) ++target;  // ceil
-    if (target == 0) target = 1;
-    std::uint64_t seen = 0;
-    for (unsigned i = 0; i < 32; ++i) {
-      seen += log2_ns[i];
-      if (seen >= target) {
-        const std::uint64_t upper = i == 31 ? max_ns : (std::uint64_t{2} << i) - 1;
-        return upper < max_ns ? upper : max_ns;
-      }
-    }
-    return max_ns;
-  }
-};
-
-// Counters of one domain, for diagnostics, torture runs and benchmarks (relaxed snapshots).
-struct domain_stats {
-  std::uint64_t contexts_created = 0;
-  std::uint64_t contexts_freed = 0;
-  std::uint64_t rounds = 0;          // shootdown rounds (one per final drop under shootdown)
-  std::uint64_t heavy_barriers = 0;  // barriers issued by rounds (one per chunk that stole from another thread)
-  std::uint64_t steals = 0;          // slots taken away (= evict hook calls)
-  std::uint64_t waits = 0;           // executors found inside a switch and waited for
-  // Batched policies only (zero otherwise):
-  std::uint64_t reclaimed = 0;       // contexts taken off the retire queue by reclaims
-  std::uint64_t backlog = 0;         // contexts queued now
-  std::uint64_t peak_backlog = 0;    // the most ever queued at once
-};
-
 namespace detail {
-
-// What other code needs of an executor: found through the per-thread list, to catch double
-// attach, to refuse final drops inside switch hooks, and to let a round skip the barrier for the
-// calling thread's own executors. Default visibility: one list per thread for the whole process,
-// even when shared objects are built with -fvisibility=hidden (tests/dso/).
-struct __attribute__((visibility("default"))) executor_link {
-  domain_base* dom = nullptr;
-  executor_record* rec = nullptr;
-  bool in_hooks = false;  // owner-only: inside on_activate / on_deactivate / on_stolen
-  // Inside the protocol part of a real switch (switch_slot, (1) to (5)): the record's seq is
-  // odd. Asked on the owner's thread only (a hook, or a signal handler that interrupted the
-  // switch). Relaxed: the thread's own store.
-  bool in_switch() const noexcept { return rec->seq.load(std::memory_order_relaxed) & 1u; }
-  // executor::poll_stolen() of this executor: a domain waiting for thread-bound undos runs it for
-  // the calling thread's own executors (their holder is this very thread).
-  bool (*poll)(executor_link*) noexcept = nullptr;
-  // A library-managed executor whose domain was destroyed while its thread lived: it stays on
-  // the thread's list (only the thread may unlink it) until the thread exits, and every walk
-  // skips it. Written once, by ~domain, under the process lock. Relaxed: a walk that could
-  // meet a later domain or record at the same address happens after that ~domain (whatever
-  // handed the new domain to this thread, and the allocator's ordering of a free before the
-  // reuse of the memory), so coherence makes it read true; a walk concurrent with ~domain is a
-  // use of the domain during its destruction (precondition).
-  std::atomic<bool> orphaned{false};
-  executor_link* next_on_thread = nullptr;
-  inline static thread_local executor_link* this_thread = nullptr;
-
-  bool live() const noexcept { return !orphaned.load(std::memory_order_relaxed); }
-  // Unlinks l from the calling thread's list (it must be there).
-  static void unlink(executor_link* l) noexcept {
-    for (executor_link** p = &this_thread; *p; p = &(*p)->next_on_thread)
-      if (*p == l) {
-        *p = l->next_on_thread;
-        return;
-      }
-  }
-  // The calling thread's executor of domain d, or null.
-  static executor_link* find(const domain_base* d) noexcept {
-    for (auto* l = this_thread; l; l = l->next_on_thread)
-      if (l->dom == d && l->live()) return l;
-    return nullptr;
-  }
-};
 
 struct default_context_type final : context {};
 
@@ -112,6 +31,7 @@ struct default_context_type final : context {};
 struct drop_timer {
   const context* x = nullptr;
   std::int64_t t0 = 0;
+  bool recorded = false;  // the free of x recorded the sample
 };
 #endif
 
@@ -219,7 +139,7 @@ class domain_base {
     for (auto* l = executor_link::this_thread; l; l = l->next_on_thread) {
       if (!l->live()) continue;
       LAZYMM_CHECK(!l->in_hooks,
-                   "final drop of context %p inside an on_activate/on_deactivate hook of executor #%u: "
+                   "final drop of context %p inside a switch hook (on_activate, on_deactivate or on_stolen) of executor #%u: "
                    "switch hooks must not drop the last reference to any context",
                    static_cast<const void*>(x), l->rec->id);
       LAZYMM_CHECK(!l->in_switch(), LAZYMM_SIGNAL_DROP_MESSAGE, l->rec->id);
@@ -260,9 +180,6 @@ class domain_base {
   // gives back the last bind completes (complete_bound), on its thread; x counts as pending
   // until then. The pending count moves first, so that completion never sees it at zero.
   bool owners_unbind(context* x) noexcept {
-#if defined(LAZYMM_MUTANT_BOUND_TEARDOWN_EARLY)
-    return true;
-#endif
     pending_bound_.fetch_add(1, std::memory_order_relaxed);  // read by the decrement (coherence)
     // acq_rel: release orders our round's steals and hooks before the completion on another
     // thread; acquire (when we are last) orders every holder's undo before what we do next.
@@ -337,7 +254,10 @@ class domain_base {
     x->holders_.release();
     const auto free = x->ops_->free;
 #if !LAZYMM_GENMC
-    if (drop_timer_.x == x) record_drop(monotonic_ns() - drop_timer_.t0);
+    if (drop_timer_.x == x && !drop_timer_.recorded) {
+      record_drop(monotonic_ns() - drop_timer_.t0);
+      drop_timer_.recorded = true;
+    }
 #endif
     // release: pairs with the acquire in check_destroyable(); all the above happens before a
     // domain destructor that sees the count.
@@ -351,21 +271,28 @@ class domain_base {
   // ---- drop latency -----------------------------------------------------------------------
 #if LAZYMM_GENMC
   struct timed_drop {
-    timed_drop(const context*) noexcept {}
+    timed_drop(const context*, std::int64_t = -1, domain_base* = nullptr) noexcept {}
   };
 #else
   inline static thread_local drop_timer drop_timer_;
   // Starts timing x's final drop unless it is already timed (the last owning drop leads to the
-  // last structural one on the same thread).
+  // last structural one on the same thread). The free records the sample; with `unfreed` (implicit:
+  // the last owning drop, whose round and teardown the sample must include), a drop that ends
+  // without the free (a structural reference outlives the owners) records it here, and the later
+  // free records none (structural_zero does not time under implicit).
   struct timed_drop {
     drop_timer outer;
     bool mine;
-    explicit timed_drop(const context* x, std::int64_t t0 = -1) noexcept
-        : outer(drop_timer_), mine(drop_timer_.x != x) {
-      if (mine) drop_timer_ = {x, t0 >= 0 ? t0 : monotonic_ns()};
+    domain_base* unfreed;
+    explicit timed_drop(const context* x, std::int64_t t0 = -1, domain_base* record_unfreed = nullptr) noexcept
+        : outer(drop_timer_), mine(drop_timer_.x != x), unfreed(record_unfreed) {
+      if (mine) drop_timer_ = {x, t0 >= 0 ? t0 : monotonic_ns(), false};
     }
     ~timed_drop() {
-      if (mine) drop_timer_ = outer;
+      if (!mine) return;
+      // Not recorded: x is not freed, so its domain is alive.
+      if (unfreed && !drop_timer_.recorded) unfreed->record_drop(monotonic_ns() - drop_timer_.t0);
+      drop_timer_ = outer;
     }
     timed_drop(const timed_drop&) = delete;
     timed_drop& operator=(const timed_drop&) = delete;
@@ -401,6 +328,29 @@ class domain_base {
   domain_base* next_live_ = nullptr;
   domain_base* prev_live_ = nullptr;
   managed_entry* managed_ = nullptr;  // this domain's library-managed executors
+  const void* const copy_ = process::copy_id();  // the copy of lazymm that created this domain
+  // Aborts if the calling code binds another copy of lazymm's process-wide state than the one
+  // that created this domain (process::copy_id).
+  void check_same_copy(const char* what) const noexcept {
+    LAZYMM_CHECK(copy_ == process::copy_id(),
+                 "%s: this code uses another copy of lazymm's per-thread and process-wide state than the one that "
+                 "created the domain (a library that uses lazymm was dlopen()ed by an executable linked without "
+                 "-rdynamic): link the executable with -rdynamic (CMake: ENABLE_EXPORTS) so that one copy serves "
+                 "the whole process",
+                 what);
+  }
+  // Managed executors being detached at their thread's exit, outside the process lock.
+  std::atomic<unsigned> exiting_{0};
+  // ~executor of a managed executor of this domain (its type is the domain's executor_type).
+  virtual void destroy_managed(managed_entry* e) noexcept = 0;
+  // ~domain: waits until no thread-exit detach of this domain is in progress. Not from a hook that
+  // such a detach runs (it would wait for itself).
+  void wait_for_exiting_threads() const noexcept {
+    LAZYMM_CHECK(process::exiting_domain != this,
+                 "domain destroyed from a hook run by the thread-exit detach of its own managed executor");
+    // acquire: pairs with the release decrement in ~thread_exit_list.
+    while (exiting_.load(std::memory_order_acquire) != 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
   virtual bool at_fork_prepare() noexcept = 0;  // false: busy, retry (process::atfork_prepare)
   virtual void at_fork_parent() noexcept = 0;
   virtual void at_fork_child() noexcept = 0;
@@ -433,6 +383,9 @@ class domain_base {
 
   friend void detail::release_owning(context*) noexcept;
   friend void detail::release_structural(context*) noexcept;
+#if !LAZYMM_GENMC
+  friend struct final_drops;
+#endif
   template <class>
   friend class lazymm::executor;
 
@@ -453,93 +406,9 @@ class domain_base {
   inline static thread_local int nudging_ = 0;  // this thread is inside a nudge (check_not_nudging)
 };
 
-#if !LAZYMM_GENMC
-// ---- process (detail/process.hpp) ----------------------------------------------------------
-
-inline void process::add_domain(domain_base* d) noexcept {
-  guard g;
-#if defined(__unix__) || defined(__APPLE__)
-  if (!atfork_registered) {
-    atfork_registered = true;
-    ::pthread_atfork(&atfork_prepare, &atfork_parent, &atfork_child);
-  }
-#endif
-  d->next_live_ = domains;
-  if (domains) domains->prev_live_ = d;
-  domains = d;
-}
-
-inline void process::remove_domain(domain_base* d) noexcept {
-  guard g;
-  (d->prev_live_ ? d->prev_live_->next_live_ : domains) = d->next_live_;
-  if (d->next_live_) d->next_live_->prev_live_ = d->prev_live_;
-  d->next_live_ = d->prev_live_ = nullptr;
-}
-
-// fork(): the prepare handler takes the process lock (no managed attach, thread-exit detach or
-// ~domain is half done in the child) and lets each domain take what it needs (a batched domain's
-// reclaim lock); the child handler releases every record of a thread that does not exist there.
-// The domains' locks are only tried under the process lock, and all are let go to retry when one
-// is busy: a hook run by a reclaim (which holds that domain's reclaim lock) may itself take the
-// process lock (thread_executor(), ~domain), so waiting here while holding it could deadlock.
-inline void process::atfork_prepare() noexcept {
-  for (;;) {
-    lock();
-    domain_base* busy = domains;
-    while (busy && busy->at_fork_prepare()) busy = busy->next_live_;
-    if (!busy) return;
-    for (auto* d = domains; d != busy; d = d->next_live_) d->at_fork_parent();
-    unlock();
-    std::this_thread::sleep_for(std::chrono::microseconds(50));  // a reclaim takes microseconds
-  }
-}
-inline void process::atfork_parent() noexcept {
-  for (auto* d = domains; d; d = d->next_live_) d->at_fork_parent();
-  unlock();
-}
-inline void process::atfork_child() noexcept {
-  for (auto* d = domains; d; d = d->next_live_) d->at_fork_child();
-  unlock();
-}
-
-// Thread exit: detach every managed executor of the thread whose domain is alive (on this
-// thread, so its hooks run here, under the process lock: ~domain cannot run meanwhile); free the
-// ones whose domain already detached them.
-inline process::thread_exit_list::~thread_exit_list() {
-  guard g;
-  while (managed_entry* e = head) {
-    head = e->next_on_thread;
-    if (e->dom) {
-      e->dom->remove_managed(e);
-      e->destroy(e);
-    } else {
-      executor_link::unlink(e->link);
-      e->discard(e);
-    }
-  }
-}
-#endif
-
-inline void release_owning(context* c) noexcept {
-  // Checked mode only; relaxed: our own reference orders it after the make.
-  LAZYMM_DCHECK(c->state_.load(std::memory_order_relaxed) == state_live,
-                "owning reference dropped on context %p after its teardown: double teardown", static_cast<void*>(c));
-  // acq_rel: release publishes this owner's writes to the contents; acquire, on the last drop,
-  // makes every owner's writes visible to the teardown hook.
-  const auto old = c->users_.fetch_sub(1, std::memory_order_acq_rel);
-  LAZYMM_CHECK(old > 0, "owning count of context %p went below zero: double teardown", static_cast<void*>(c));
-  if (old == 1) c->domain_->owning_zero(c);
-}
-
-inline void release_structural(context* c) noexcept {
-  // Checked mode only; relaxed: as above.
-  LAZYMM_DCHECK(c->state_.load(std::memory_order_relaxed) != state_freed,
-                "structural reference dropped on freed context %p: double free", static_cast<void*>(c));
-  // acq_rel: as above, for the free.
-  const auto old = c->count_.fetch_sub(1, std::memory_order_acq_rel);
-  LAZYMM_CHECK(old > 0, "structural count of context %p went below zero: double free", static_cast<void*>(c));
-  if (old == 1) c->domain_->structural_zero(c);
-}
-
 }  // namespace detail
 }  // namespace lazymm
+
+// What needs a complete domain_base: the process-wide list of domains, and the final drop's entry.
+#include <lazymm/detail/process_domains.hpp>
+#include <lazymm/detail/final_drop.hpp>

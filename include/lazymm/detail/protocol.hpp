@@ -101,9 +101,13 @@ class registry {
         break;
     }
     if (!r) {
-      // Relaxed: ids need only be distinct; the record is private until the CAS below.
-      const std::uint32_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-      r = record_of_new_id(id);
+      // The block of the id about to be drawn exists before the id is drawn: a std::bad_alloc
+      // from its allocation leaves no id drawn and without a record (it would be lost). Relaxed:
+      // ids need only be distinct; the record is private until the CAS below, and the block's
+      // install orders its records (acq_rel in record_of_new_id, acquire in at()).
+      std::uint32_t id = next_id_.load(std::memory_order_relaxed);
+      do r = record_of_new_id(id);
+      while (!next_id_.compare_exchange_weak(id, id + 1, std::memory_order_relaxed, std::memory_order_relaxed));
       r->slot.store(dflt, std::memory_order_relaxed);
       r->next = head_.load(std::memory_order_relaxed);
       // release: publishes the record's fields to walkers (acquire in head()).
@@ -328,22 +332,11 @@ template <bool Steals, class Barriers, class Hooks>
     // (1) A: odd seq. release: whatever a waiter's (8) reads from now on is a release store of
     // ours, so a wait that ends on the odd (1') of our *next* switch still synchronises (a
     // release sequence continues only through RMWs since C++20: a relaxed (1') would not).
-#if defined(LAZYMM_MUTANT_RELAXED_ODD_STORE)
-    r.seq.store(s, std::memory_order_relaxed);
-#else
     r.seq.store(s, std::memory_order_release);
-#endif
     // (2) A: light barrier; orders (1) before (3) against the reclaimer's heavy barrier (7).
-#if defined(LAZYMM_MUTANT_HOLDER_TEST_BEFORE_FENCE)
-    if (holder_word) note_holder(*holder_word, holder_bit, r.id);
-#endif
-#if !defined(LAZYMM_MUTANT_NO_LIGHT_FENCE)
     b.light();
-#endif
     // (15) after (2): see note_holder.
-#if !defined(LAZYMM_MUTANT_HOLDER_TEST_BEFORE_FENCE) && !defined(LAZYMM_MUTANT_HOLDER_SET_AFTER_SLOT)
     if (holder_word) note_holder(*holder_word, holder_bit, r.id);
-#endif
   }
   LAZYMM_TEST_POINT(switch_before_slot_read, r.id);
   // (3) relaxed: a stolen slot reads default, and we then never touch the old context; a slot
@@ -353,24 +346,10 @@ template <bool Steals, class Barriers, class Hooks>
   hooks(prev);
   // (4) release: pairs with the reclaimer's acquire load / failed CAS (6): our hooks on prev
   // happen before its teardown and free.
-#if defined(LAZYMM_MUTANT_RELAXED_SLOT_STORE)
-  r.slot.store(next, std::memory_order_relaxed);
-#else
   r.slot.store(next, std::memory_order_release);
-#endif
   if constexpr (Steals) {
-#if defined(LAZYMM_MUTANT_HOLDER_SET_AFTER_SLOT)
-    if (holder_word) {
-      LAZYMM_TEST_POINT(holder_set_write, r.id);
-      holder_word->fetch_or(holder_bit, std::memory_order_release);
-    }
-#endif
     // (5) release: pairs with the acquire wait (8): the switch is over.
-#if defined(LAZYMM_MUTANT_RELAXED_SEQ_STORE)
-    r.seq.store(s + 1, std::memory_order_relaxed);
-#else
     r.seq.store(s + 1, std::memory_order_release);
-#endif
     // (12) B: wake a reclaimer that blocked in (8), if any (backend.hpp).
     b.wake_blocked(r);
   } else {
@@ -420,11 +399,8 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
       // Full fence
       // (7) heavy barrier. Matches A ((1) then (2)) in every executor's switch: an owner whose
       // load (3) read a victim before our steal has its odd seq (1) visible to the loads in (8).
-#if !defined(LAZYMM_MUTANT_NO_HEAVY_BARRIER) && !defined(LAZYMM_MUTANT_STEAL_AFTER_BARRIER)
       b.heavy();
-#endif
       ++res.barriers;
-#if !defined(LAZYMM_MUTANT_NO_WAIT)
       for (std::size_t i = 0; i < n; ++i) {
         if (stolen[i].own) continue;
         // (8) acquire: pairs with the owner's release (1), (5) or any later seq store; once seq
@@ -435,7 +411,6 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
         hooks.waiting();
         b.wait(*stolen[i].rec, s);
       }
-#endif
     }
     // (9) Nothing holds or touches these victims now.
     for (std::size_t i = 0; i < n; ++i) hooks.evicted(stolen[i]);
@@ -444,9 +419,6 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
     others = false;
   };
 
-#if defined(LAZYMM_MUTANT_STEAL_AFTER_BARRIER)
-  b.heavy();
-#endif
   // A record the victims' holder sets do not name never held a victim, or was trimmed after it
   // switched away (17)-(19): it cannot hold one now, nor be inside a switch away from one.
   victims.for_each_candidate(reg, [&](executor_record* r) {
@@ -461,15 +433,9 @@ void shootdown(const registry& reg, const Victims& victims, context* dflt, const
     // before this round), and not a newer one (a newer (13) read here would make the previous
     // owner's detach -- its slot store of default, then (11) -- happen before our CAS, which
     // would then fail). GenMC found the relaxed version naming the next attach (record_reuse).
-#if defined(LAZYMM_MUTANT_RELAXED_GENERATION)
-    const std::uint32_t gen = r->generation.load(std::memory_order_relaxed);
-#else
     const std::uint32_t gen = r->generation.load(std::memory_order_acquire);
-#endif
-#if !defined(LAZYMM_MUTANT_NO_STEAL)
     // (6') steal: seq_cst CAS. A failure reads the owner's (4) or later: same as (6).
     if (!r->slot.compare_exchange_strong(cur, dflt, std::memory_order_seq_cst)) return;
-#endif
     stolen_slot& e = stolen[n++];
     e.rec = r;
     e.ctx = cur;
@@ -512,12 +478,6 @@ std::uint32_t trim_holders(const registry& reg, holder_set& h, const context* x,
   // A member that holds x or is switching (odd seq: maybe to x) stays. acquire, both: pairs with
   // the owner's release (1)/(5) and (4), so a seq read after its switch to x shows the slot too.
   auto may_hold = [&](const executor_record& r) {
-#if defined(LAZYMM_MUTANT_TRIM_HOLDING)
-    return false;
-#endif
-#if defined(LAZYMM_MUTANT_TRIM_SWITCHING)
-    return r.slot.load(std::memory_order_acquire) == x;
-#endif
     return (r.seq.load(std::memory_order_acquire) & 1u) || r.slot.load(std::memory_order_acquire) == x;
   };
   constexpr std::uint32_t span = 16;  // words per heavy barrier (1024 ids)
@@ -533,17 +493,24 @@ std::uint32_t trim_holders(const registry& reg, holder_set& h, const context* x,
       // acquire: pairs with the release set in (15): the member's record block is visible.
       for (std::uint64_t bits = w.load(std::memory_order_acquire); bits; bits &= bits - 1)
         if (!may_hold(*reg.at(holder_set::id_of(base + i, bits)))) gone |= bits & (~bits + 1);  // the lowest bit
-      // (17) seq_cst RMW: the clear that (15)'s load either sees or misses (then see (19)).
-      if (gone) w.fetch_and(~gone, std::memory_order_seq_cst);
+      LAZYMM_TEST_POINT(trim_before_clear, ~0u);
+      // (17) seq_cst RMW: the clear that (15)'s load either sees or misses (then see (19)). Only
+      // the bits this RMW found set are ours: a concurrent trim that cleared one first counts it.
+      if (gone) gone &= w.fetch_and(~gone, std::memory_order_seq_cst);
+      // A member that started a switch (or switched to x) since the choice goes back now, without
+      // the barrier: putting a bit back is always safe. Acquire loads, as in may_hold.
+      std::uint64_t back = 0;
+      for (std::uint64_t bits = gone; bits; bits &= bits - 1)
+        if (may_hold(*reg.at(holder_set::id_of(base + i, bits)))) back |= bits & (~bits + 1);
+      if (back) w.fetch_or(back, std::memory_order_relaxed);  // relaxed: as (15)'s set
+      gone &= ~back;
       cleared[i] = gone;
       any = any || gone;
     }
-    if (!any) continue;
+    if (!any) continue;  // nothing left cleared: no barrier
     // (18) heavy barrier. Matches A in every switch: an owner whose (15) load missed our clear has
     // its odd seq (1) visible to (19), or its whole switch (4)-(5) is.
-#if !defined(LAZYMM_MUTANT_NO_TRIM_BARRIER)
     b.heavy();
-#endif
     for (std::uint32_t i = 0; i < k; ++i) {
       std::uint64_t back = 0;
       for (std::uint64_t bits = cleared[i]; bits; bits &= bits - 1) {

@@ -14,7 +14,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#if !LAZYMM_GENMC
+#if LAZYMM_GENMC
+#include <pthread.h>
+#else
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -49,9 +51,6 @@ struct context_set {
     const std::uintptr_t k = key(c);
     while (lo < hi) {
       const std::size_t mid = lo + (hi - lo) / 2;
-#if defined(LAZYMM_MUTANT_BATCH_MISSES_ONE)
-      if (mid == n - 1) return false;
-#endif
       if (key(v[mid]) < k)
         lo = mid + 1;
       else if (key(v[mid]) > k)
@@ -108,6 +107,19 @@ inline std::int64_t monotonic_ns() noexcept {
 #endif
 }
 
+// A per-thread value that names the calling thread as the owner of a reclaim lock: the address of
+// a thread_local (default visibility: one per thread for the whole process, as
+// executor_link::this_thread). In the GenMC build the thread's pthread id names it (the model does
+// not rely on the addresses GenMC gives thread_locals).
+#if LAZYMM_GENMC
+inline std::uintptr_t reclaim_token() noexcept { return static_cast<std::uintptr_t>(pthread_self()) + 1; }
+#else
+struct __attribute__((visibility("default"))) reclaim_owner {
+  inline static thread_local char token = 0;
+};
+inline std::uintptr_t reclaim_token() noexcept { return reinterpret_cast<std::uintptr_t>(&reclaim_owner::token); }
+#endif
+
 // The queue. `next_of(c)` is the link field in the context header (context::retire_next_).
 template <class Link>
 class retire_queue {
@@ -145,13 +157,21 @@ class retire_queue {
     return monotonic_ns() - oldest_ns_.load(std::memory_order_relaxed);
   }
 
-  // One reclaimer at a time (synchronize() waits for one in progress). acquire/release: the
-  // previous reclaimer's frees happen before the next one's (and before synchronize returns).
-  // unlock() is a single store: the domain may be destroyed the moment it is seen (a destructor
-  // drains under this lock), so nothing may touch the lock after it, not even a notify.
-  bool try_lock() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+  // One reclaimer at a time (synchronize() waits for one in progress). The lock word holds the
+  // owner's token (detail::this_thread_token_address()), so that the owner can tell that it holds
+  // it: a final drop made by a hook of its own reclaim, or by a signal handler that interrupted
+  // the first or last instructions of that reclaim, must not wait for it (it would wait for
+  // itself). acquire/release: the previous reclaimer's frees happen before the next one's (and
+  // before synchronize returns). unlock() is a single store: the domain may be destroyed the
+  // moment it is seen (a destructor drains under this lock), so nothing may touch the lock after
+  // it, not even a notify.
+  bool try_lock() noexcept {
+    std::uintptr_t expected = 0;
+    return busy_.compare_exchange_strong(expected, reclaim_token(), std::memory_order_acquire,
+                                         std::memory_order_relaxed);  // relaxed on failure: we only retry
+  }
   void lock() noexcept {
-    for (unsigned spins = 0; busy_.exchange(true, std::memory_order_acquire); ++spins) {
+    for (unsigned spins = 0; !try_lock(); ++spins) {
 #if !LAZYMM_GENMC
       if (spins < 64)
         cpu_pause();
@@ -160,14 +180,19 @@ class retire_queue {
 #endif
     }
   }
-  void unlock() noexcept { busy_.store(false, std::memory_order_release); }
+  void unlock() noexcept { busy_.store(0, std::memory_order_release); }
+  // Whether the calling thread holds the lock. Relaxed: only this thread ever stores its own token
+  // (the CAS in try_lock) and then 0 (unlock); by coherence this load sees our latest store
+  // or a later one, and a later one is never our token unless we locked again. A signal handler
+  // runs on the thread it interrupted, so the same holds there (the CAS is one instruction).
+  bool held_here() const noexcept { return busy_.load(std::memory_order_relaxed) == reclaim_token(); }
 
  private:
   LAZYMM_CACHELINE_ALIGN std::atomic<context*> head_{nullptr};
   std::atomic<std::size_t> backlog_{0};
   std::atomic<std::size_t> peak_{0};
   std::atomic<std::int64_t> oldest_ns_{0};
-  LAZYMM_CACHELINE_ALIGN std::atomic<bool> busy_{false};
+  LAZYMM_CACHELINE_ALIGN std::atomic<std::uintptr_t> busy_{0};  // 0, or the holder's reclaim_token()
 };
 
 }  // namespace detail

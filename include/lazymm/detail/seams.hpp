@@ -16,6 +16,7 @@ enum class test_point : std::uint8_t {
   reclaim_after_steal,      // reclaimer: steals done, heavy barrier not yet issued
   detach_before_unregister, // executor: lazy hold dropped, record still in the registry
   holder_set_write,         // executor: about to set its bit in a context's holder set
+  trim_before_clear,        // trim: members chosen for removal, their bits not yet cleared (17)
 };
 
 namespace detail {

@@ -29,10 +29,11 @@ class reclaimer {
   explicit reclaimer(Domain& d) : d_(d), forks_(fork_count()), s_(new state), thread_([this] { run(); }) {}
   ~reclaimer() {
     if (fork_count() != forks_) {
-      // A fork child: the thread does not exist here. detach() only marks the copied pthread
-      // descriptor; the mutex and the condition variable may be held or waited on by that thread
+      // A fork child: the thread does not exist here. Its handle moves into the abandoned state
+      // (no pthread call: detach() of a thread the child does not have crashes Clang's TSan
+      // runtime); the mutex and the condition variable may be held or waited on by that thread
       // forever, so they are neither locked nor destroyed (kept reachable, for leak checkers).
-      thread_.detach();
+      s_->gone = std::move(thread_);
       {
         detail::process::guard g;
         s_->next = abandoned_;
@@ -59,6 +60,7 @@ class reclaimer {
     std::condition_variable cv;
     bool stop = false;
     state* next = nullptr;
+    std::thread gone;  // a fork child's handle of the parent's thread: never joined nor destroyed
   };
   // fork()s of this process that its children saw (detail::process::forks; the parent's stays 0).
   static unsigned long fork_count() noexcept {

@@ -437,7 +437,9 @@ class domain final : public detail::domain_base {
       if (auto* l = detail::executor_link::find(this)) l->poll(l);
       if (pending_teardowns() <= left) break;
       for (auto* r = registry_.head(); r; r = r->next)
-        // Relaxed: hints (executor_record::bound); a stale one costs a spare nudge.
+        // Relaxed bound: a hint (executor_record::bound); a stale one costs a spare nudge. The
+        // acquire loads of in_use and generation pair with (11) and (13) as in a round's walk:
+        // the id named is the current attach's.
         if (r->in_use.load(std::memory_order_acquire) && r->bound.load(std::memory_order_relaxed) && nudge_)
           nudge(executor_id{r->id, r->generation.load(std::memory_order_acquire)});
       detail::sleep_briefly();

@@ -2,6 +2,7 @@
 // Batched retirement: a batch of two contexts, x and y, each held lazily by its own executor;
 // both final drops only queue; a third thread's reclaim() runs one round for the batch while both
 // holders detach. One walk must steal both, one barrier and one wait pass must cover both.
+// The two attaches take turns (attached): two attaches at once are attach_race's scenario.
 #include "model.hpp"
 
 using namespace model;
@@ -10,10 +11,11 @@ namespace {
 using bdomain = lazymm::domain<lazymm::batched<policy>, lazymm::MODEL_BACKEND>;
 bdomain* bdom;
 lazymm::owning_ref<probe> *x, *y;
-std::atomic<int> x_lazy{0}, y_lazy{0};
+std::atomic<int> x_lazy{0}, y_lazy{0}, attached{0};
 
 void* holder_x(void*) {
   bdomain::executor_type e = bdom->attach();
+  signal(attached);
   e.switch_to(*x);
   e.go_lazy();
   signal(x_lazy);
@@ -21,6 +23,7 @@ void* holder_x(void*) {
 }
 
 void* holder_y(void*) {
+  await(attached);
   bdomain::executor_type e = bdom->attach();
   e.switch_to(*y);
   e.go_lazy();

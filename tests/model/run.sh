@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
 done
 # Quickest first, so that --until-killed stops early.
 [ ${#harnesses[@]} -gt 0 ] || harnesses=(detach_lazy thread_bound switch_then_reset holder_again record_reuse holder_trim switch_chain
-                                          try_upgrade exit_mm two_reclaimers batch_two)
+                                          exit_mm attach_race batch_two try_upgrade two_reclaimers)
 runs=()
 for h in "${harnesses[@]}"; do
   # A harness may restrict its policies with a first line "// model-policies: ...".

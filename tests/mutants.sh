@@ -13,8 +13,9 @@
 # Every mutant also gets the "model" flavour (tests/model/run.sh --until-killed) unless
 # --release-only is given.
 #   --keep     keep the build directories (build/mutant-<flavour>-<MUTANT>)
-# Each build runs ctest (unit suite, its fault reruns, the unchecked and shared-object tests, the
-# fixed-seed torture runs; no examples, consumer or version tests). Prints a table:
+# Each build runs ctest (the unit suite, one ctest test per unit test, and its fault reruns; the
+# unchecked and shared-object tests; the fixed-seed torture runs; no examples, consumer or version
+# tests). Prints a table:
 # mutant | flavour | verdict | killed by | how.
 # Exit status: 0 when every mutant is killed and every control passes, 1 otherwise.
 # Time: about 2-4 minutes per build on 2 cores.
@@ -115,7 +116,7 @@ for m in "${mutants[@]}"; do
     tar -c --exclude=./build --exclude=./.git . | tar -x -C "$src"
     [ "$m" = none ] || tests/mutants/apply.sh "$m" "$src" || {
       printf '%s\t%s\tPATCH FAILED\t-\t-\n' "$m" "$f" >>"$results"; continue; }
-    if ! (cd "$src" && cmake --preset "$(preset_of $f)" -B "$dir" -DLAZYMM_BUILD_EXAMPLES=OFF \
+    if ! (cd "$src" && cmake --preset "$(preset_of $f)" -B "$dir" -DLAZYMM_BUILD_EXAMPLES=OFF -DLAZYMM_UNIT_SHARDS=0 \
            "-DCMAKE_CXX_FLAGS=$(flags_of $f)") >"$dir.configure.log" 2>&1 ||
        ! cmake --build "$dir" -j2 --target lazymm_unit lazymm_torture lazymm_unchecked lazymm_dso >"$dir.build.log" 2>&1; then
       printf '%s\t%s\tBUILD FAILED\t-\tsee %s.build.log\n' "$m" "$f" "$dir" >>"$results"

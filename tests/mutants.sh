@@ -118,7 +118,7 @@ for m in "${mutants[@]}"; do
       printf '%s\t%s\tPATCH FAILED\t-\t-\n' "$m" "$f" >>"$results"; continue; }
     if ! (cd "$src" && cmake --preset "$(preset_of $f)" -B "$dir" -DLAZYMM_BUILD_EXAMPLES=OFF -DLAZYMM_UNIT_SHARDS=0 \
            "-DCMAKE_CXX_FLAGS=$(flags_of $f)") >"$dir.configure.log" 2>&1 ||
-       ! cmake --build "$dir" -j2 --target lazymm_unit lazymm_torture lazymm_unchecked lazymm_dso >"$dir.build.log" 2>&1; then
+       ! cmake --build "$dir" -j2 --target lazymm_unit lazymm_torture lazymm_unchecked lazymm_dso lazymm_alloc_failure >"$dir.build.log" 2>&1; then
       printf '%s\t%s\tBUILD FAILED\t-\tsee %s.build.log\n' "$m" "$f" "$dir" >>"$results"
       continue
     fi

@@ -7,6 +7,7 @@
 // with an alarm, so that the hang fails the test instead of the suite.
 #include <linux/membarrier.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -201,6 +202,49 @@ TYPED_TEST(round2_batched, a_forked_child_can_destroy_its_copy_of_a_reclaimer_an
       std::_Exit(1);
     }
     r.reset();
+  });
+}
+
+// ---- item 10, second half: final drops from a signal handler that interrupted a reclaim ---------
+
+namespace {
+// The handler drops the last owners of four contexts of the domain whose reclaim it interrupted,
+// on the thread that holds that reclaim's lock. The signal is raised at a test point inside the
+// round (after its walk, before its barrier and wait), synchronously, so the handler interrupts
+// no allocation; what it must not do is wait for the lock its own thread holds.
+struct drops_in_a_signal_handler {
+  inline static std::vector<lazymm::owning_ref<calls_on_free>>* refs = nullptr;
+  inline static volatile sig_atomic_t raised = 0, handled = 0;
+  static void handler(int) {
+    for (auto& r : *refs) r.reset();
+    handled = 1;
+  }
+  static void at_point(lazymm::test_point p, std::uint32_t) {
+    if (p != lazymm::test_point::reclaim_after_steal || raised) return;
+    raised = 1;
+    ::raise(SIGUSR1);
+  }
+};
+}  // namespace
+
+TYPED_TEST(round2_batched, final_drops_in_a_signal_handler_that_interrupted_this_threads_reclaim_do_not_wait_for_it) {
+  using domain = typename TestFixture::domain;
+  using sd = drops_in_a_signal_handler;
+  EXPECT_RETURNS_WITHIN(10, {
+    domain d(lazymm::batch_options{.backlog = 1});  // from 2 queued on, a drop reclaims: the lock
+    std::vector<lazymm::owning_ref<calls_on_free>> refs;
+    for (int i = 0; i < 4; ++i) refs.push_back(d.template make<calls_on_free>(10 + i));
+    sd::refs = &refs;
+    struct sigaction sa {};
+    sa.sa_handler = &sd::handler;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGUSR1, &sa, nullptr);
+    lazymm::detail::seams::on_point.store(&sd::at_point);
+    d.template make<calls_on_free>(1).reset();  // backlog 1: reclaims now, on this thread
+    lazymm::detail::seams::on_point.store(nullptr);
+    if (!sd::raised || !sd::handled) ::_exit(2);
+    d.synchronize();
+    ::_exit(d.live_contexts() == 0 ? 0 : 3);
   });
 }
 

@@ -546,8 +546,16 @@ struct forks_in_activate : lazymm::context {
   Domain* d;
   explicit forks_in_activate(Domain* dd) : d(dd) {}
   void on_activate(lazymm::executor_id) noexcept {
-    // Wait until a round is blocked on this very switch (its waiter count is up), then fork.
-    while (lazymm::detail::executor_link::this_thread->rec->waiters.load() == 0) std::this_thread::yield();
+    // Wait until a round is blocked on this very switch (its waiter count is up), then fork. A
+    // round that never waits (the NO_WAIT mutant) fails the test after 10 s instead of hanging it.
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (lazymm::detail::executor_link::this_thread->rec->waiters.load() == 0) {
+      if (std::chrono::steady_clock::now() > give_up) {
+        g_fork_status = 101;
+        return;
+      }
+      std::this_thread::yield();
+    }
     const pid_t pid = ::fork();
     if (pid == 0) {
       // Nobody waits on this switch in the child: no futex wake per switch from now on.
@@ -579,6 +587,7 @@ TYPED_TEST(round2, a_fork_from_a_switch_hook_leaves_no_waiter_count_on_the_child
     ASSERT_TRUE(eventually([&] { return this->log.count(event_log::deactivate, 1) == 1; }));
     y.reset();
     t.join();
+    EXPECT_NE(g_fork_status.load(), 101) << "no round waited for the switch to x";
     EXPECT_EQ(g_fork_status.load(), 0) << "the child's record kept the parent's waiter count";
     w.run([&](auto& e) { e.switch_to_default(); });
   }

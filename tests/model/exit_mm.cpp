@@ -3,7 +3,7 @@
 // holds x lazily and switches to y. The round runs on the first executor's thread: its own
 // slot is stolen without a barrier, the other's with one.
 // The two attaches take turns, the other executor's first (attached): two attaches at once are
-// attach_race's scenario, and here they only multiplied the executions (25 -> 1051 since attach
+// attach_race's scenario, and here they only multiplied the executions (26 -> 1051 since attach
 // draws ids with a CAS loop; 258 s under IMM) without killing any mutant more.
 #include "model.hpp"
 
